@@ -388,7 +388,7 @@ export class IpfixDecoder {
       } else {
         exact = false;
         // Copy: the set outlives the message buffer, which the caller may reuse.
-        const bytes = w.bytes.slice();
+        const bytes = new Uint8Array(w.bytes);
         this.hold(res, session, domain, { ...w, bytes, dv: new DataView(bytes.buffer) });
       }
     }

@@ -45,6 +45,8 @@ const TYPE_RECORD_FIELDS: FieldDefinition[] = [
   'informationElementDataType',
   'informationElementSemantics',
   'informationElementUnits',
+  'informationElementRangeBegin',
+  'informationElementRangeEnd',
   'informationElementName',
   'informationElementDescription',
 ];
@@ -221,6 +223,8 @@ export class IpfixEncoder {
         informationElementDataType: ie.type,
         informationElementSemantics: ie.semantics,
         informationElementUnits: ie.units,
+        informationElementRangeBegin: ie.rangeBegin ?? 0,
+        informationElementRangeEnd: ie.rangeEnd ?? 0,
         informationElementName: ie.name,
         informationElementDescription: ie.description ?? '',
       });

@@ -64,6 +64,11 @@ export interface RecordEncoder {
 const utf8 = new TextDecoder('utf-8', { fatal: false });
 const utf8Encoder = new TextEncoder();
 
+/** A copy of `b[start, end)` as a plain Uint8Array (Buffer#slice would share the message's memory). */
+export function copyBytes(b: Uint8Array, start: number, end: number): Uint8Array {
+  return new Uint8Array(b.subarray(start, end));
+}
+
 function recordOverrun(at: number, what: string): IpfixError {
   return new IpfixError('IPFIX_ERR_RECORD', what, at);
 }
@@ -94,7 +99,7 @@ export function readValue(
   len: number,
   registry?: ElementRegistry,
 ): IpfixValue {
-  if (!lengthFitsType(type, len)) return b.slice(o, o + len);
+  if (!lengthFitsType(type, len)) return copyBytes(b, o, o + len);
   switch (type) {
     case DataType.unsigned8:
     case DataType.unsigned16:
@@ -133,7 +138,7 @@ export function readValue(
     case DataType.subTemplateMultiList:
       return readSubTemplateMultiList(b, dv, o, len);
     default:
-      return b.slice(o, o + len);
+      return copyBytes(b, o, o + len);
   }
 }
 
@@ -146,14 +151,14 @@ function readBasicList(
   registry?: ElementRegistry,
 ): BasicList | Uint8Array {
   const end = o + len;
-  if (len < 5) return b.slice(o, end);
+  if (len < 5) return copyBytes(b, o, end);
   const semantic = b[o]!;
   let id = dv.getUint16(o + 1);
   const elementLength = dv.getUint16(o + 3);
   let p = o + 5;
   let pen = 0;
   if (id & 0x8000) {
-    if (end - p < 4) return b.slice(o, end);
+    if (end - p < 4) return copyBytes(b, o, end);
     id &= 0x7fff;
     pen = dv.getUint32(p);
     p += 4;
@@ -165,13 +170,13 @@ function readBasicList(
     if (l === VARLEN) {
       l = b[p++]!;
       if (l === 255) {
-        if (end - p < 2) return b.slice(o, end);
+        if (end - p < 2) return copyBytes(b, o, end);
         l = dv.getUint16(p);
         p += 2;
       }
     }
     if (l === 0 && elementLength !== VARLEN) break;
-    if (p + l > end) return b.slice(o, end);
+    if (p + l > end) return copyBytes(b, o, end);
     values.push(readValue(type, b, dv, p, l, registry));
     p += l;
   }
@@ -184,8 +189,8 @@ function readSubTemplateList(
   o: number,
   len: number,
 ): SubTemplateList | Uint8Array {
-  if (len < 3) return b.slice(o, o + len);
-  return { semantic: b[o]!, templateId: dv.getUint16(o + 1), bytes: b.slice(o + 3, o + len) };
+  if (len < 3) return copyBytes(b, o, o + len);
+  return { semantic: b[o]!, templateId: dv.getUint16(o + 1), bytes: copyBytes(b, o + 3, o + len) };
 }
 
 function readSubTemplateMultiList(
@@ -195,14 +200,14 @@ function readSubTemplateMultiList(
   len: number,
 ): SubTemplateMultiList | Uint8Array {
   const end = o + len;
-  if (len < 1) return b.slice(o, end);
+  if (len < 1) return copyBytes(b, o, end);
   const blocks: { templateId: number; bytes: Uint8Array }[] = [];
   let p = o + 1;
   while (end - p >= 4) {
     const templateId = dv.getUint16(p);
     const l = dv.getUint16(p + 2);
-    if (l < 4 || p + l > end) return b.slice(o, end);
-    blocks.push({ templateId, bytes: b.slice(p + 4, p + l) });
+    if (l < 4 || p + l > end) return copyBytes(b, o, end);
+    blocks.push({ templateId, bytes: copyBytes(b, p + 4, p + l) });
     p += l;
   }
   return { semantic: b[o]!, blocks };
@@ -230,7 +235,7 @@ export function decodeRawRecord(
       }
     }
     if (p + l > end) throw recordOverrun(p, `field ${s.pen}/${s.id} of ${l} bytes`);
-    out.push({ pen: s.pen, id: s.id, bytes: b.slice(p, p + l) });
+    out.push({ pen: s.pen, id: s.id, bytes: copyBytes(b, p, p + l) });
     p += l;
   }
   cursor.next = p;
@@ -302,7 +307,7 @@ function readVarExpr(type: number): string {
 }
 
 const decodeHelpers = {
-  oct: (b: Uint8Array, o: number, l: number) => b.slice(o, o + l),
+  oct: (b: Uint8Array, o: number, l: number) => copyBytes(b, o, o + l),
   ru: readUnsigned,
   rs: readSigned,
   u64: readU64,
