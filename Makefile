@@ -3,8 +3,9 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := build
 
-# Third-party peers the tests talk to: tshark, libfixbuf's ipfixDump, softflowd, nfdump (nfcapd), pmacct.
-DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct
+# Third-party peers the tests talk to: tshark, libfixbuf's ipfixDump, softflowd, nfdump (nfcapd), pmacct,
+# and python3-ipfix's copy of the IANA element registry.
+DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 

@@ -85,7 +85,7 @@ export const IANA_ELEMENTS: ReadonlyArray<readonly [number, string, number, numb
   [86, "packetTotalCount", 4, 2, 3, 0, 0],
   [87, "flagsAndSamplerId", 3, 4, 0, 0, 0],
   [88, "fragmentOffset", 2, 1, 0, 0, 8191],
-  [89, "forwardingStatus", 1, 4, 0, 0, 0],
+  [89, "forwardingStatus", 3, 4, 0, 0, 0],
   [90, "mplsVpnRouteDistinguisher", 0, 0, 0, 0, 0],
   [91, "mplsTopLabelPrefixLength", 1, 1, 1, 0, 32],
   [92, "srcTrafficIndex", 3, 4, 0, 0, 0],

@@ -13,7 +13,9 @@ gcc -o "$tmp/gen" scripts/gen-iana-registry.c $(pkg-config --cflags --libs libfi
   echo '/** IANA IPFIX information elements as [id, name, type, semantics, units, rangeBegin, rangeEnd]. */'
   echo 'export const IANA_ELEMENTS: ReadonlyArray<readonly [number, string, number, number, number, number, number]> = ['
   # ids >= 9997 are Cisco NetFlow extensions libfixbuf adds under PEN 0; IANA does not assign them.
-  "$tmp/gen" | sort -n | awk -F'\t' '$1 < 9997 { printf "  [%s, \"%s\", %s, %s, %s, %s, %s],\n", $1, $2, $3, $4, $5, $6, $7 }'
+  # forwardingStatus (89) is unsigned32 in the IANA registry since RFC 7270; libfixbuf keeps the
+  # NetFlow v9 unsigned8 (exporters still send 1 byte, which reduced-size decoding accepts).
+  "$tmp/gen" | sort -n | awk -F'\t' -v OFS='\t' '$1 == 89 { $3 = 3 } 1' | awk -F'\t' '$1 < 9997 { printf "  [%s, \"%s\", %s, %s, %s, %s, %s],\n", $1, $2, $3, $4, $5, $6, $7 }'
   echo '];'
 } > ipfix/iana-elements.ts
 echo "wrote ipfix/iana-elements.ts ($(grep -c '^  \[' ipfix/iana-elements.ts) elements)"

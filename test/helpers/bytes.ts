@@ -8,7 +8,10 @@ export function hex(text: string): Buffer {
 }
 
 /** An IPFIX message: header (version 10, computed length) followed by `body`. */
-export function message(body: Buffer, opts: { exportTime?: number; sequence?: number; domain?: number } = {}): Buffer {
+export function message(
+  body: Buffer,
+  opts: { exportTime?: number; sequence?: number; domain?: number } = {},
+): Buffer {
   const h = Buffer.alloc(16);
   h.writeUInt16BE(10, 0);
   h.writeUInt16BE(16 + body.length, 2);

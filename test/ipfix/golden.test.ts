@@ -136,7 +136,11 @@ describe('golden messages', () => {
       stml,
       hex('01bb'),
     ]);
-    const res = new IpfixDecoder().decode('lists', message(Buffer.concat([set(2, tpl), set(258, data)])), 'file');
+    const res = new IpfixDecoder().decode(
+      'lists',
+      message(Buffer.concat([set(2, tpl), set(258, data)])),
+      'file',
+    );
     assert.deepEqual(res.errors, []);
     assert.deepEqual(res.dataSets[0]!.records, [
       {
@@ -159,7 +163,11 @@ describe('golden messages', () => {
     // Options template 300: scope observationDomainId(149), then exportedMessageTotalCount(41).
     const tpl = hex('012c 0002 0001 | 0095 0004 | 0029 0008');
     const data = hex('00000007 0000000000000064');
-    const res = new IpfixDecoder().decode('opts', message(Buffer.concat([set(3, tpl), set(300, data)])), 'file');
+    const res = new IpfixDecoder().decode(
+      'opts',
+      message(Buffer.concat([set(3, tpl), set(300, data)])),
+      'file',
+    );
     assert.deepEqual(res.errors, []);
     const ds = res.dataSets[0]!;
     assert.equal(ds.template.isOptions, true);
