@@ -88,6 +88,8 @@ export interface DecoderOptions {
   maxPendingBytes?: number;
   /** Templates per observation domain. Default 1024. */
   maxTemplatesPerDomain?: number;
+  /** Fields in one template. Default 1024: compiled codecs grow with the fields. */
+  maxFieldsPerTemplate?: number;
   /** Observation domains per session. Default 64. */
   maxDomainsPerSession?: number;
   /** Transport sessions (exporters). Default 4096. */
@@ -216,6 +218,7 @@ export class IpfixDecoder {
       maxPendingSets: options.maxPendingSets ?? 64,
       maxPendingBytes: options.maxPendingBytes ?? 512 * 1024,
       maxTemplatesPerDomain: options.maxTemplatesPerDomain ?? 1024,
+      maxFieldsPerTemplate: options.maxFieldsPerTemplate ?? 1024,
       maxDomainsPerSession: options.maxDomainsPerSession ?? 64,
       maxSessions: options.maxSessions ?? 4096,
       maxLearnedElements: options.maxLearnedElements ?? 4096,
@@ -488,6 +491,18 @@ export class IpfixDecoder {
     at: number,
   ): void {
     const old = domain.templates.get(t.id);
+    if (t.specs.length > this.opt.maxFieldsPerTemplate) {
+      this.fail(
+        res,
+        session,
+        new IpfixError(
+          'IPFIX_ERR_TEMPLATE_LIMIT',
+          `template ${t.id} has ${t.specs.length} fields, at most ${this.opt.maxFieldsPerTemplate} allowed`,
+          at,
+        ),
+      );
+      return;
+    }
     if (!old && domain.templates.size >= this.opt.maxTemplatesPerDomain) {
       this.fail(
         res,
@@ -602,23 +617,52 @@ export class IpfixDecoder {
     base: number,
   ): { records: number; complete: boolean } {
     const t = entry.template;
-    const decode = t.recordDecoder(session.registry);
     const records: IpfixRecord[] = [];
     const cursor = this.cursor;
     let complete = true;
     let o = start;
     // Records follow each other until what is left is shorter than the smallest record: padding.
     const min = t.minLength;
+    // Zero-length fields take no bytes: a template of thousands of them would turn one set into
+    // billions of values (fuzz regression zero-length-fields.bin). Such a template decodes at
+    // most one value per byte of its set; templates with no more fields than bytes are unaffected.
+    const fieldCount = t.specs.length;
+    const cap = fieldCount > min ? Math.floor((end - start) / fieldCount) : Number.POSITIVE_INFINITY;
+    const capped = () => {
+      complete = false;
+      this.fail(
+        res,
+        session,
+        new IpfixError(
+          'IPFIX_ERR_RECORD',
+          `template ${t.id}: ${fieldCount} fields in ${min}-byte records, set capped at ${cap} records`,
+          base + start,
+        ),
+      );
+    };
+    const fits = Math.floor((end - start) / min);
+    // Compiling takes time in proportion to the template's fields: only a set that holds a record
+    // pays it, so a few data bytes cannot recompile a template of thousands of fields each time
+    // an RFC 5610 record changes the registry (fuzz regression template-recompile.bin).
+    const decode = Math.min(fits, cap) > 0 ? t.recordDecoder(session.registry) : null;
     if (t.fixedLength > 0) {
-      const n = Math.floor((end - start) / min);
+      let n = fits;
+      if (n > cap) {
+        n = cap;
+        capped();
+      }
       for (let i = 0; i < n; i++) {
-        records.push(decode(b, dv, o, end, cursor));
+        records.push(decode!(b, dv, o, end, cursor));
         o += min;
       }
     } else {
       try {
         while (end - o >= min) {
-          records.push(decode(b, dv, o, end, cursor));
+          if (records.length >= cap) {
+            capped();
+            break;
+          }
+          records.push(decode!(b, dv, o, end, cursor));
           o = cursor.next;
         }
       } catch (err) {

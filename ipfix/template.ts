@@ -81,8 +81,18 @@ export class Template {
   resolve(registry: ElementRegistry): void {
     const v = registry.fullVersion;
     if (v === this.resolvedVersion) return;
-    this.fields = this.specs.map((s) => ({ ...s, element: registry.resolve(s.pen, s.id) }));
     this.resolvedVersion = v;
+    const fields = this.specs.map((s) => ({ ...s, element: registry.resolve(s.pen, s.id) }));
+    // A registry change that leaves this template's elements as they were keeps its codecs:
+    // recompiling on every learned element would let an exporter burn CPU at will.
+    const same =
+      fields.length === this.fields.length &&
+      fields.every((f, i) => {
+        const o = this.fields[i]!.element;
+        return o.name === f.element.name && o.type === f.element.type;
+      });
+    if (same) return;
+    this.fields = fields;
     this.decoder = undefined;
     this.encoder = undefined;
   }

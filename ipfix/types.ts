@@ -189,9 +189,13 @@ export function toHex(b: Uint8Array, start = 0, end = b.length): string {
   return s;
 }
 
+/** "0." ... "255.": dotted quads from a table instead of four number-to-text conversions. */
+const DEC_DOT: string[] = [];
+for (let i = 0; i < 256; i++) DEC_DOT.push(`${i}.`);
+
 /** Dotted-quad text of 4 bytes. */
 export function ipv4ToString(b: Uint8Array, o: number): string {
-  return `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+  return DEC_DOT[b[o]!]! + DEC_DOT[b[o + 1]!]! + DEC_DOT[b[o + 2]!]! + String(b[o + 3]);
 }
 
 /** RFC 5952 text of 16 bytes (longest run of two or more zero groups compressed, lower case). */
@@ -223,18 +227,33 @@ export function ipv6ToString(b: Uint8Array, o: number): string {
   return `${head.join(':')}::${tail.join(':')}`;
 }
 
-/** Parses dotted-quad text into 4 bytes at `o`; throws IPFIX_ERR_VALUE when it is not one. */
+/**
+ * Parses dotted-quad text (four parts of 1-3 ASCII digits, each at most 255) into 4 bytes at `o`;
+ * throws IPFIX_ERR_VALUE when it is not one. One pass over the characters: split and a regex per
+ * part took over half of the encoder's time on flow records.
+ */
 export function writeIpv4(b: Uint8Array, o: number, text: string): void {
-  const parts = text.split('.');
-  if (parts.length !== 4) throw new IpfixError('IPFIX_ERR_VALUE', `not an IPv4 address: ${text}`);
-  for (let i = 0; i < 4; i++) {
-    const p = parts[i]!;
-    const n = Number(p);
-    if (p === '' || !/^\d{1,3}$/.test(p) || n > 255) {
-      throw new IpfixError('IPFIX_ERR_VALUE', `not an IPv4 address: ${text}`);
+  let part = 0;
+  let digits = 0;
+  let v = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c >= 48 && c <= 57) {
+      if (++digits > 3) break;
+      v = v * 10 + c - 48;
+    } else if (c === 46 && digits > 0 && v <= 255 && part < 3) {
+      b[o + part++] = v;
+      digits = 0;
+      v = 0;
+    } else {
+      digits = 4;
+      break;
     }
-    b[o + i] = n;
   }
+  if (part !== 3 || digits === 0 || digits > 3 || v > 255) {
+    throw new IpfixError('IPFIX_ERR_VALUE', `not an IPv4 address: ${text}`);
+  }
+  b[o + 3] = v;
 }
 
 /** Parses IPv6 text (with :: and an optional dotted IPv4 tail) into 16 bytes at `o`. */
@@ -392,6 +411,7 @@ export function writeMac(b: Uint8Array, o: number, text: string): void {
 
 /** Microseconds since the Unix epoch for the NTP microsecond type, exact in a double. */
 export function ntpMicrosToNumber(dv: DataView, o: number): number {
-  const ns = readNtpNanoseconds(dv, o, true);
-  return Number((ns + 500n) / 1000n);
+  const ns = readNtpNanoseconds(dv, o, true) + 500n;
+  // Round half up on both sides of the epoch: bigint division truncates toward zero.
+  return Number(ns >= 0n ? ns / 1000n : (ns - 999n) / 1000n);
 }
