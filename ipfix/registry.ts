@@ -26,6 +26,9 @@ export interface InformationElement {
 
 const key = (pen: number, id: number) => pen * 65536 + id;
 
+/** RFC 5103 reverse information element PEN. */
+export const REVERSE_PEN = 29305;
+
 /** The name given to an element no registry knows: `ie<pen>_<id>`. */
 export function unknownElementName(pen: number, id: number): string {
   return `ie${pen}_${id}`;
@@ -53,6 +56,11 @@ export class ElementRegistry {
         ie.rangeEnd = rangeEnd;
       }
       r.add(ie);
+    }
+    // RFC 5103 biflows: the reverse of IANA element N is PEN 29305 element N, named
+    // "reverse" + its name with a capital (reverseOctetDeltaCount), same type and meaning.
+    for (const ie of [...r.ownElements()]) {
+      r.add({ ...ie, pen: REVERSE_PEN, name: `reverse${ie.name[0]!.toUpperCase()}${ie.name.slice(1)}` });
     }
     for (const ie of kpiflowElements(pen)) r.add(ie);
     return r;

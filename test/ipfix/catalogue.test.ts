@@ -85,6 +85,13 @@ describe('element registry', () => {
     assert.equal(new Set(kpiflowElements().map((e) => e.name)).size, ids.length, 'names are unique');
   });
 
+  it('knows the RFC 5103 reverse of every IANA element under PEN 29305', () => {
+    const reg = ElementRegistry.standard();
+    assert.equal(reg.get(29305, 1)?.name, 'reverseOctetDeltaCount');
+    assert.equal(reg.get(29305, 8)?.type, reg.get(0, 8)?.type);
+    assert.equal(reg.lookupName('octetDeltaCount')?.pen, 0);
+  });
+
   it('moves the enterprise elements to a configured PEN', () => {
     const reg = ElementRegistry.standard(32473);
     assert.equal(reg.get(32473, 8)?.name, 'stallCount');
