@@ -3,6 +3,7 @@
  * with kpiflow's enterprise elements, writes them as an RFC 5655 file, decodes them back, and
  * decodes a third-party capture. Later issues replace this with live agent + collector.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -76,6 +77,16 @@ export async function runDemo(): Promise<number> {
       `  ${d.padEnd(15)} ${v.length} profiles, mean RTT ${(v.reduce((a, b) => a + b, 0) / v.length).toFixed(1)} ms`,
     );
   }
+
+  // A third-party decoder reads the same file: libfixbuf's ipfixDump names our enterprise
+  // elements from the RFC 5610 records alone.
+  const dump = spawnSync('ipfixDump', ['--rfc5610', '--in', file], { encoding: 'utf8' });
+  if (dump.status === 0) {
+    const lines = dump.stdout.split('\n');
+    const at = lines.findIndex((l) => l.trim().startsWith('count:') && l.includes('tid: 47561'));
+    out(`\nlibfixbuf's ipfixDump --rfc5610 reads the first profile as:`);
+    for (const l of lines.slice(at + 2, at + 16)) out(`  ${l.trim()}`);
+  } else out('\n(ipfixDump not installed: make demo installs libfixbuf-tools)');
 
   const fixture = new URL('../../../shared/fixtures/ipfix/ipfixcol2/example_flows.ipfix', import.meta.url);
   let bytes: Buffer | null = null;

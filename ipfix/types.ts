@@ -198,6 +198,23 @@ export function ipv4ToString(b: Uint8Array, o: number): string {
   return DEC_DOT[b[o]!]! + DEC_DOT[b[o + 1]!]! + DEC_DOT[b[o + 2]!]! + String(b[o + 3]);
 }
 
+// A direct-mapped cache of address texts: flow records repeat a host's addresses, and one shared
+// flat string costs less to build and to keep than a fresh concatenation per record.
+const IP4_SLOTS = 4096;
+const ip4Keys = new Int32Array(IP4_SLOTS).fill(-1);
+const ip4Texts: string[] = new Array<string>(IP4_SLOTS).fill('');
+
+/** `ipv4ToString` through the address cache; for the hot decode path. */
+export function ipv4ToStringCached(b: Uint8Array, o: number): string {
+  const k = (b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!;
+  const slot = (k ^ (k >>> 12)) & (IP4_SLOTS - 1);
+  if (ip4Keys[slot] === k && k !== -1) return ip4Texts[slot]!;
+  const text = ipv4ToString(b, o);
+  ip4Keys[slot] = k;
+  ip4Texts[slot] = text;
+  return text;
+}
+
 /** RFC 5952 text of 16 bytes (longest run of two or more zero groups compressed, lower case). */
 export function ipv6ToString(b: Uint8Array, o: number): string {
   const g = new Array<number>(8);

@@ -77,3 +77,13 @@ describe('kpiflow ipfix dump', () => {
     assert.match(kpiflow(['ipfix', 'dump', '/no/such/file']).stderr, /\/no\/such\/file: no such file/);
   });
 });
+
+describe('kpiflow demo', () => {
+  it('encodes profiles, decodes them back and through ipfixDump, and decodes a third-party capture', () => {
+    const r = kpiflow(['demo']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /decoded back: 306 records, of which 6 RFC 5610 type records/);
+    assert.match(r.stdout, /\(65534\/8\)\s+stallCount : 0/, 'ipfixDump names our enterprise element');
+    assert.match(r.stdout, /example_flows\.ipfix: 68 messages, 3979 flow records, 0 errors/);
+  });
+});
