@@ -12,7 +12,9 @@ const TEMPLATE_256 = set(2, hex('0100 0002 | 0008 0004 | 0002 0004'));
 function data256(...records: [string, number][]): Buffer {
   const body = Buffer.alloc(records.length * 8);
   records.forEach(([ip, n], i) => {
-    ip.split('.').forEach((x, j) => body.writeUInt8(Number(x), i * 8 + j));
+    ip.split('.').forEach((x, j) => {
+      body.writeUInt8(Number(x), i * 8 + j);
+    });
     body.writeUInt32BE(n, i * 8 + 4);
   });
   return set(256, body);
