@@ -29,6 +29,7 @@ deps: $(STAMP)/deb node_modules/.package-lock.json
 build: dist/.built
 
 test: deps build
+	npx biome check .
 	node scripts/run-tests.mjs
 
 demo: deps build
