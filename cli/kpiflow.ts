@@ -4,15 +4,18 @@
  */
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { CollectorError } from '../collector/index.js';
 import { dumpIpfix } from '../ipfix/index.js';
+import { runCollect } from './collect.js';
 import { runDemo } from './demo.js';
 
 const USAGE = `usage: kpiflow <command> [options]
 
 commands:
   ipfix dump FILE|- [--templates]   decode an IPFIX file (RFC 5655) or stdin to NDJSON
+  collect [options]                 receive IPFIX, store it, serve the HTTP API (see README)
   demo                              show kpiflow working on this machine
-  collect, agent                    (not built yet: see the project's issues)
+  agent                             (not built yet: see the project's issues)
 `;
 
 /** Raised for bad usage; exits with code 2. */
@@ -61,6 +64,7 @@ async function main(argv: string[]): Promise<number> {
     case 'demo':
       return runDemo();
     case 'collect':
+      return runCollect(rest);
     case 'agent':
       process.stderr.write(`kpiflow ${cmd}: not built yet (see the project's open issues)\n`);
       return 1;
@@ -80,7 +84,15 @@ main(process.argv.slice(2)).then(
     process.exitCode = code;
   },
   (err: unknown) => {
-    if (err instanceof UsageError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+    const usage =
+      err instanceof UsageError ||
+      (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS') ||
+      (err instanceof CollectorError &&
+        (err.code === 'COL_ERR_CONFIG' || err.code === 'COL_ERR_CONFIG_FILE'));
+    if (err instanceof CollectorError && !usage) {
+      process.stderr.write(`kpiflow: ${err.message} [${err.code}]\n`);
+      process.exitCode = 1;
+    } else if (usage) {
       process.stderr.write(`kpiflow: ${(err as Error).message}\n${USAGE}`);
       process.exitCode = 2;
     } else {

@@ -1,0 +1,375 @@
+/**
+ * Ingest: IPFIX messages in, rows out. Owns the decoder, sorts records into profile rows
+ * (profile templates) and flow rows (any other template), keeps per-exporter accounting, and
+ * writes batches to the store by count or after a short interval.
+ */
+import type { Logger } from 'pino';
+import {
+  type DataSet,
+  DataType,
+  type DecodeResult,
+  IPFIX_ERRORS,
+  IpfixDecoder,
+  type IpfixErrorCode,
+  type IpfixRecord,
+  type IpfixValue,
+  recordToJson,
+  type Template,
+  type Transport,
+  valueToJson,
+} from '../ipfix/index.js';
+import { isProfileTemplate, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from './profile-schema.js';
+import type { ExporterDelta, FlowRow, IngestBatch, ProfileRow, Store } from './store/types.js';
+
+/** Ingest settings. */
+export interface IngestOptions {
+  store: Store;
+  log: Logger;
+  /** Rows that trigger a flush. Default 5000. */
+  batchSize?: number;
+  /** Longest a received record waits before it is written, ms. Default 200. */
+  flushIntervalMs?: number;
+  /** UDP template lifetime, ms. Default 30 min. */
+  templateLifetimeMs?: number;
+  clock?: () => number;
+}
+
+/** Why a record or message did not reach the store. */
+export type DropReason = 'decode_error' | 'no_template' | 'store_error';
+
+/** Counters the metrics endpoint reads. */
+export interface IngestCounters {
+  messages: number;
+  bytes: number;
+  recordsReceived: number;
+  profilesStored: number;
+  flowsStored: number;
+  /** Records (or, for decode errors, messages/sets) dropped, by reason. */
+  dropped: Record<DropReason, number>;
+  decodeErrors: Partial<Record<IpfixErrorCode, number>>;
+  flushes: number;
+  /** Duration of each flush, ms, for the latency histogram (drained by the metrics reader). */
+  flushDurations: number[];
+}
+
+const PROFILE_COLUMN_SET = new Set<string>([...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS]);
+const ADDRESS_FIELDS: Record<string, 'sourceAddress' | 'destinationAddress'> = {
+  sourceIPv4Address: 'sourceAddress',
+  sourceIPv6Address: 'sourceAddress',
+  destinationIPv4Address: 'destinationAddress',
+  destinationIPv6Address: 'destinationAddress',
+};
+
+/** Dotted text for an IPv4-mapped IPv6 address, as the API reports IPv4 hosts. */
+function unmap(a: string): string {
+  return a.startsWith('::ffff:') && a.indexOf('.') > 0 ? a.slice(7) : a;
+}
+
+function asInt(v: IpfixValue | undefined): number | bigint | null {
+  return typeof v === 'number' || typeof v === 'bigint' ? v : typeof v === 'boolean' ? Number(v) : null;
+}
+
+/** Milliseconds since the epoch from any of the flow start/end time elements of a record. */
+function flowTime(r: IpfixRecord, which: 'Start' | 'End', sysInitMs: number | undefined): number | null {
+  const ms = r[`flow${which}Milliseconds`];
+  if (typeof ms === 'number') return ms;
+  const s = r[`flow${which}Seconds`];
+  if (typeof s === 'number') return s * 1000;
+  const us = r[`flow${which}Microseconds`];
+  if (typeof us === 'number') return Math.floor(us / 1000);
+  const ns = r[`flow${which}Nanoseconds`];
+  if (typeof ns === 'bigint') return Number(ns / 1000000n);
+  const up = r[`flow${which}SysUpTime`];
+  if (typeof up === 'number' && sysInitMs !== undefined) return sysInitMs + up;
+  return null;
+}
+
+interface ExporterAccount extends ExporterDelta {
+  /** Lost-record totals per domain already reported, to turn decoder totals into increments. */
+  lostSeen: Map<number, number>;
+  /** systemInitTimeMilliseconds per domain, for sysUpTime-relative flow times. */
+  sysInit: Map<number, number>;
+}
+
+/** The ingest pipeline. */
+export class Ingest {
+  readonly decoder: IpfixDecoder;
+  readonly counters: IngestCounters;
+  private readonly store: Store;
+  private readonly log: Logger;
+  private readonly batchSize: number;
+  private readonly flushIntervalMs: number;
+  private readonly clock: () => number;
+  private profiles: ProfileRow[] = [];
+  private flows: FlowRow[] = [];
+  private readonly accounts = new Map<string, ExporterAccount>();
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  private readonly expireTimer: NodeJS.Timeout;
+
+  constructor(options: IngestOptions) {
+    this.store = options.store;
+    this.log = options.log.child({ component: 'ingest' });
+    this.batchSize = options.batchSize ?? 5000;
+    this.flushIntervalMs = options.flushIntervalMs ?? 200;
+    this.clock = options.clock ?? Date.now;
+    this.decoder = new IpfixDecoder({ clock: this.clock, templateLifetimeMs: options.templateLifetimeMs });
+    this.counters = {
+      messages: 0,
+      bytes: 0,
+      recordsReceived: 0,
+      profilesStored: 0,
+      flowsStored: 0,
+      dropped: { decode_error: 0, no_template: 0, store_error: 0 },
+      decodeErrors: {},
+      flushes: 0,
+      flushDurations: [],
+    };
+    // Data waiting for templates expires, and idle UDP sessions are forgotten, once a second.
+    this.expireTimer = setInterval(() => this.absorb('', this.decoder.expire()), 1000);
+    this.expireTimer.unref();
+  }
+
+  /** One complete IPFIX message from exporter session `key`. */
+  message(
+    key: string,
+    transport: Transport,
+    bytes: Uint8Array,
+    peer: { address: string | null; port: number | null },
+    offset = 0,
+  ): DecodeResult {
+    this.counters.messages++;
+    this.counters.bytes += bytes.length;
+    const acc = this.account(key, transport, peer);
+    acc.lastSeen = this.clock();
+    const res = this.decoder.decode(key, bytes, transport, offset);
+    this.absorb(key, res);
+    return res;
+  }
+
+  /** The exporter session ended (TCP close, end of file): data still waiting for templates is dropped. */
+  sessionClosed(key: string, reason: string): void {
+    const res = this.decoder.closeSession(key);
+    this.absorb(key, res);
+    if (res.dropped.length)
+      this.log.warn(
+        { exporter: key, dropped: res.dropped.length, reason },
+        'session closed with data waiting for templates',
+      );
+  }
+
+  private account(
+    key: string,
+    transport: string,
+    peer: { address: string | null; port: number | null },
+  ): ExporterAccount {
+    let a = this.accounts.get(key);
+    if (!a) {
+      a = {
+        exporter: key,
+        transport,
+        address: peer.address,
+        port: peer.port,
+        lastSeen: this.clock(),
+        records: 0,
+        profiles: 0,
+        flows: 0,
+        lostRecords: 0,
+        decodeErrors: 0,
+        templateIds: [],
+        lostSeen: new Map(),
+        sysInit: new Map(),
+      };
+      this.accounts.set(key, a);
+    }
+    return a;
+  }
+
+  private absorb(key: string, res: DecodeResult): void {
+    const acc = key ? this.accounts.get(key) : undefined;
+    for (const e of res.errors) {
+      this.counters.decodeErrors[e.code] = (this.counters.decodeErrors[e.code] ?? 0) + 1;
+      if (e.code === 'IPFIX_ERR_NO_TEMPLATE') this.counters.dropped.no_template++;
+      else this.counters.dropped.decode_error++;
+      if (acc) acc.decodeErrors++;
+      else {
+        // Errors found by expire() belong to whichever session held the set; counted globally.
+      }
+    }
+    if (res.errors.length && acc)
+      this.log.debug({ exporter: key, errors: res.errors.map((e) => e.message) }, 'decode errors');
+    if (!acc) return;
+    const now = this.clock();
+    for (const set of res.dataSets) this.rows(acc, set, now);
+    if (this.profiles.length + this.flows.length >= this.batchSize) void this.flush();
+    else if (!this.timer && this.profiles.length + this.flows.length > 0) {
+      this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
+    }
+  }
+
+  private rows(acc: ExporterAccount, set: DataSet, now: number): void {
+    const t = set.template;
+    const n = set.records.length;
+    acc.records += n;
+    this.counters.recordsReceived += n;
+    if (isProfileTemplate(set.templateId) && !t.isOptions) {
+      acc.profiles += n;
+      for (const r of set.records) this.profiles.push(this.profileRow(acc.exporter, set, r, now));
+      return;
+    }
+    acc.flows += n;
+    const registry = this.decoder.sessionRegistry(acc.exporter);
+    for (const r of set.records) {
+      const init = r['systemInitTimeMilliseconds'];
+      if (typeof init === 'number') acc.sysInit.set(set.observationDomainId, init);
+      this.flows.push(
+        this.flowRow(acc, set, r, now, registry ? recordToJson(t, r, registry) : recordToJson(t, r)),
+      );
+    }
+  }
+
+  private profileRow(exporter: string, set: DataSet, r: IpfixRecord, now: number): ProfileRow {
+    const row: ProfileRow = {
+      exporter,
+      observationDomainId: set.observationDomainId,
+      templateId: set.templateId,
+      receivedMilliseconds: now,
+      extra: null,
+    };
+    let extra = '';
+    for (const name in r) {
+      const v = r[name]!;
+      const addr = ADDRESS_FIELDS[name];
+      if (addr && typeof v === 'string') {
+        row[addr] = unmap(v);
+        if (row['ipVersion'] === undefined)
+          row['ipVersion'] = name.includes('IPv4') || v.startsWith('::ffff:') ? 4 : 6;
+      } else if (PROFILE_COLUMN_SET.has(name) && (typeof v === 'number' || typeof v === 'bigint')) {
+        row[name] = v;
+      } else {
+        extra += `${extra ? ',' : '{'}${JSON.stringify(name)}:${valueToJson(v, typeOf(set.template, name))}`;
+      }
+    }
+    if (extra) row.extra = `${extra}}`;
+    return row;
+  }
+
+  private flowRow(acc: ExporterAccount, set: DataSet, r: IpfixRecord, now: number, fields: string): FlowRow {
+    const sysInit = acc.sysInit.get(set.observationDomainId);
+    const src = r['sourceIPv4Address'] ?? r['sourceIPv6Address'];
+    const dst = r['destinationIPv4Address'] ?? r['destinationIPv6Address'];
+    const ipv = asInt(r['ipVersion']);
+    return {
+      exporter: acc.exporter,
+      observationDomainId: set.observationDomainId,
+      templateId: set.templateId,
+      receivedMilliseconds: now,
+      flowStartMilliseconds: flowTime(r, 'Start', sysInit),
+      flowEndMilliseconds: flowTime(r, 'End', sysInit),
+      protocolIdentifier: typeof r['protocolIdentifier'] === 'number' ? r['protocolIdentifier'] : null,
+      ipVersion:
+        typeof ipv === 'number'
+          ? ipv
+          : typeof r['sourceIPv4Address'] === 'string'
+            ? 4
+            : typeof r['sourceIPv6Address'] === 'string'
+              ? 6
+              : null,
+      sourceAddress: typeof src === 'string' ? src : null,
+      destinationAddress: typeof dst === 'string' ? dst : null,
+      sourceTransportPort: typeof r['sourceTransportPort'] === 'number' ? r['sourceTransportPort'] : null,
+      destinationTransportPort:
+        typeof r['destinationTransportPort'] === 'number' ? r['destinationTransportPort'] : null,
+      octetDeltaCount: asInt(r['octetDeltaCount'] ?? r['octetTotalCount']),
+      packetDeltaCount: asInt(r['packetDeltaCount'] ?? r['packetTotalCount']),
+      fields,
+    };
+  }
+
+  /** Rows received and not yet written. */
+  get pending(): number {
+    return this.profiles.length + this.flows.length;
+  }
+
+  /** Writes everything received so far. Flushes run one at a time, in order. */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const batch: IngestBatch = {
+      profiles: this.profiles,
+      flows: this.flows,
+      exporters: this.exporterDeltas(),
+    };
+    this.profiles = [];
+    this.flows = [];
+    this.flushing = this.flushing.then(() => this.write(batch));
+    return this.flushing;
+  }
+
+  private exporterDeltas(): ExporterDelta[] {
+    const out: ExporterDelta[] = [];
+    const sessions = new Map(this.decoder.sessions().map((s) => [s.key, s]));
+    for (const a of this.accounts.values()) {
+      const s = sessions.get(a.exporter);
+      if (s) {
+        for (const d of s.domains) {
+          const seen = a.lostSeen.get(d.observationDomainId) ?? 0;
+          a.lostRecords += d.stats.lostRecords - seen;
+          a.lostSeen.set(d.observationDomainId, d.stats.lostRecords);
+        }
+        a.templateIds = [...new Set(s.domains.flatMap((d) => d.templateIds))].sort((x, y) => x - y);
+      }
+      if (a.records || a.lostRecords || a.decodeErrors || s) {
+        const { lostSeen: _l, sysInit: _s, ...delta } = a;
+        out.push({ ...delta, templateIds: [...a.templateIds] });
+      }
+      a.records = 0;
+      a.profiles = 0;
+      a.flows = 0;
+      a.lostRecords = 0;
+      a.decodeErrors = 0;
+    }
+    return out;
+  }
+
+  private async write(batch: IngestBatch): Promise<void> {
+    if (batch.profiles.length + batch.flows.length + batch.exporters.length === 0) return;
+    const t0 = performance.now();
+    try {
+      await this.store.insert(batch);
+      this.counters.profilesStored += batch.profiles.length;
+      this.counters.flowsStored += batch.flows.length;
+    } catch (err) {
+      this.counters.dropped.store_error += batch.profiles.length + batch.flows.length;
+      this.log.error(
+        { err, rows: batch.profiles.length + batch.flows.length },
+        'store write failed, batch dropped',
+      );
+    }
+    this.counters.flushes++;
+    this.counters.flushDurations.push(performance.now() - t0);
+  }
+
+  /** Flushes and stops timers; the decoder's waiting data is dropped and counted. */
+  async close(): Promise<void> {
+    clearInterval(this.expireTimer);
+    for (const key of this.decoder.sessions().map((s) => s.key))
+      this.sessionClosed(key, 'collector stopping');
+    await this.flush();
+  }
+}
+
+const typeCache = new WeakMap<Template, Map<string, number>>();
+function typeOf(t: Template, name: string): number {
+  let m = typeCache.get(t);
+  if (!m) {
+    m = new Map(t.fields.map((f) => [f.element.name, f.element.type]));
+    typeCache.set(t, m);
+  }
+  return m.get(name) ?? DataType.octetArray;
+}
+
+/** Every decode error code, for metrics label sets. */
+export const DECODE_ERROR_CODES = Object.keys(IPFIX_ERRORS) as IpfixErrorCode[];
