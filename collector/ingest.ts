@@ -14,6 +14,7 @@ import {
   type IpfixRecord,
   type IpfixValue,
   recordToJson,
+  type SessionInfo,
   type Template,
   type Transport,
   valueToJson,
@@ -89,6 +90,8 @@ interface ExporterAccount extends ExporterDelta {
   lostSeen: Map<number, number>;
   /** systemInitTimeMilliseconds per domain, for sysUpTime-relative flow times. */
   sysInit: Map<number, number>;
+  /** Something besides counters changed (template ids) since the last flush. */
+  dirty: boolean;
 }
 
 /** The ingest pipeline. */
@@ -149,6 +152,10 @@ export class Ingest {
 
   /** The exporter session ended (TCP close, end of file): data still waiting for templates is dropped. */
   sessionClosed(key: string, reason: string): void {
+    // Take the session's template ids and lost records into the account before they go.
+    const acc = this.accounts.get(key);
+    const info = this.decoder.sessions().find((s) => s.key === key);
+    if (acc && info) this.sync(acc, info);
     const res = this.decoder.closeSession(key);
     this.absorb(key, res);
     if (res.dropped.length)
@@ -179,6 +186,7 @@ export class Ingest {
         templateIds: [],
         lostSeen: new Map(),
         sysInit: new Map(),
+        dirty: true,
       };
       this.accounts.set(key, a);
     }
@@ -313,16 +321,10 @@ export class Ingest {
     const sessions = new Map(this.decoder.sessions().map((s) => [s.key, s]));
     for (const a of this.accounts.values()) {
       const s = sessions.get(a.exporter);
-      if (s) {
-        for (const d of s.domains) {
-          const seen = a.lostSeen.get(d.observationDomainId) ?? 0;
-          a.lostRecords += d.stats.lostRecords - seen;
-          a.lostSeen.set(d.observationDomainId, d.stats.lostRecords);
-        }
-        a.templateIds = [...new Set(s.domains.flatMap((d) => d.templateIds))].sort((x, y) => x - y);
-      }
-      if (a.records || a.lostRecords || a.decodeErrors || s) {
-        const { lostSeen: _l, sysInit: _s, ...delta } = a;
+      if (s) this.sync(a, s);
+      if (a.records || a.lostRecords || a.decodeErrors || a.dirty) {
+        a.dirty = false;
+        const { lostSeen: _l, sysInit: _s, dirty: _d, ...delta } = a;
         out.push({ ...delta, templateIds: [...a.templateIds] });
       }
       a.records = 0;
@@ -332,6 +334,20 @@ export class Ingest {
       a.decodeErrors = 0;
     }
     return out;
+  }
+
+  /** Moves a decoder session's lost-record totals (as increments) and template ids into an account. */
+  private sync(a: ExporterAccount, s: SessionInfo): void {
+    for (const d of s.domains) {
+      const seen = a.lostSeen.get(d.observationDomainId) ?? 0;
+      a.lostRecords += d.stats.lostRecords - seen;
+      a.lostSeen.set(d.observationDomainId, d.stats.lostRecords);
+    }
+    const ids = [...new Set(s.domains.flatMap((d) => d.templateIds))].sort((x, y) => x - y);
+    if (ids.join() !== a.templateIds.join()) {
+      a.templateIds = ids;
+      a.dirty = true;
+    }
   }
 
   private async write(batch: IngestBatch): Promise<void> {
