@@ -71,7 +71,6 @@ CREATE TABLE profiles (
   extra TEXT
 );
 CREATE INDEX profiles_time ON profiles (flowStartMilliseconds, id);
-CREATE INDEX profiles_destination ON profiles (destinationAddress, flowStartMilliseconds);
 CREATE INDEX profiles_flow ON profiles (flowId, flowStartMilliseconds);
 CREATE TABLE flows (
   id INTEGER PRIMARY KEY,
@@ -82,8 +81,7 @@ CREATE TABLE flows (
   ${colDefs(FLOW_COLUMNS)},
   fields TEXT NOT NULL
 );
-CREATE INDEX flows_time ON flows (flowStartMilliseconds, id);
-CREATE INDEX flows_destination ON flows (destinationAddress, flowStartMilliseconds);`,
+CREATE INDEX flows_time ON flows (flowStartMilliseconds, id);`,
 ];
 
 /** Options of the SQLite store. */
@@ -106,9 +104,13 @@ function decodeCursor(c: string): { t: number | null; id: number } {
   return { t: m[1] === 'n' ? null : Number(m[1]), id: Number(m[2]) };
 }
 
+/** Rows per multi-row INSERT (SQLite binds at most 32766 parameters). */
+const ROWS_PER_STATEMENT = 16;
+
 /** SQL value of a number or bigint (SQLite integers are signed 64-bit). */
 function sqlValue(v: Scalar | undefined): Scalar {
   if (v === undefined) return null;
+  if (typeof v !== 'bigint') return v;
   if (typeof v === 'bigint') return v > 0x7fffffffffffffffn ? BigInt.asIntN(64, v) : v;
   return v;
 }
@@ -118,8 +120,6 @@ export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   private readonly db: Db;
   private readonly path: string;
-  private readonly insertProfile: Database.Statement;
-  private readonly insertFlow: Database.Statement;
   private readonly upsertExporter: Database.Statement;
   private readonly exporterIds = new Map<string, number>();
   private readonly writeBatch: (batch: IngestBatch) => void;
@@ -143,6 +143,8 @@ export class SqliteStore implements Store {
       // the OS page cache, never corrupts; the collector's own flush window dominates anyway.
       db.pragma('synchronous = NORMAL');
       db.pragma('foreign_keys = ON');
+      // 64 MiB of page cache keeps the index pages of a batch in memory.
+      db.pragma('cache_size = -65536');
       this.migrate();
     }
     db.pragma('busy_timeout = 5000');
@@ -154,9 +156,6 @@ export class SqliteStore implements Store {
       ...PROFILE_COLUMNS,
       'extra',
     ];
-    this.insertProfile = db.prepare(
-      `INSERT INTO profiles (${pcols.map(q).join(', ')}) VALUES (${pcols.map(() => '?').join(', ')})`,
-    );
     const fcols = [
       'exporterId',
       'observationDomainId',
@@ -165,9 +164,6 @@ export class SqliteStore implements Store {
       ...FLOW_COLUMNS,
       'fields',
     ];
-    this.insertFlow = db.prepare(
-      `INSERT INTO flows (${fcols.map(q).join(', ')}) VALUES (${fcols.map(() => '?').join(', ')})`,
-    );
     this.upsertExporter =
       db.prepare(`INSERT INTO exporters (key, transport, address, port, firstSeen, lastSeen, records, profiles, flows, lostRecords, decodeErrors, templateIds)
       VALUES (@exporter, @transport, @address, @port, @lastSeen, @lastSeen, @records, @profiles, @flows, @lostRecords, @decodeErrors, @templateIds)
@@ -175,29 +171,57 @@ export class SqliteStore implements Store {
         profiles = profiles + excluded.profiles, flows = flows + excluded.flows, lostRecords = lostRecords + excluded.lostRecords,
         decodeErrors = decodeErrors + excluded.decodeErrors, templateIds = excluded.templateIds
       RETURNING id`);
-    const pvals = new Array<Scalar>(pcols.length);
-    const fvals = new Array<Scalar>(fcols.length);
+    const profileWriter = this.rowWriter('profiles', pcols, PROFILE_COLUMNS, 'extra');
+    const flowWriter = this.rowWriter('flows', fcols, FLOW_COLUMNS, 'fields');
     this.writeBatch = db.transaction((batch: IngestBatch) => {
       for (const e of batch.exporters) this.exporterIds.set(e.exporter, this.writeExporter(e));
-      for (const p of batch.profiles) {
-        pvals[0] = this.exporterId(p.exporter, p.receivedMilliseconds);
-        pvals[1] = p.observationDomainId;
-        pvals[2] = p.templateId;
-        pvals[3] = p.receivedMilliseconds;
-        for (let i = 0; i < PROFILE_COLUMNS.length; i++) pvals[4 + i] = sqlValue(p[PROFILE_COLUMNS[i]!]);
-        pvals[pcols.length - 1] = p.extra;
-        this.insertProfile.run(pvals);
-      }
-      for (const f of batch.flows) {
-        fvals[0] = this.exporterId(f.exporter, f.receivedMilliseconds);
-        fvals[1] = f.observationDomainId;
-        fvals[2] = f.templateId;
-        fvals[3] = f.receivedMilliseconds;
-        for (let i = 0; i < FLOW_COLUMNS.length; i++) fvals[4 + i] = sqlValue(f[FLOW_COLUMNS[i]!]);
-        fvals[fcols.length - 1] = f.fields;
-        this.insertFlow.run(fvals);
-      }
+      profileWriter(batch.profiles);
+      flowWriter(batch.flows as unknown as ProfileRow[]);
     });
+  }
+
+  /**
+   * A writer for one table: rows go in by multi-row INSERTs of ROWS_PER_STATEMENT (fewer
+   * statement steps), and a generated function copies each row's columns by constant property
+   * names, which V8 reads far faster than by computed keys.
+   */
+  private rowWriter(
+    table: string,
+    cols: readonly string[],
+    dataCols: readonly string[],
+    tail: string,
+  ): (rows: readonly ProfileRow[]) => void {
+    const width = cols.length;
+    const one = `(${cols.map(() => '?').join(', ')})`;
+    const sql = (n: number) =>
+      `INSERT INTO ${table} (${cols.map(q).join(', ')}) VALUES ${Array(n).fill(one).join(', ')}`;
+    const many = this.db.prepare(sql(ROWS_PER_STATEMENT));
+    const single = this.db.prepare(sql(1));
+    const copy = new Function(
+      'sv',
+      `return function copyRow(r, v, o, exporterId) {
+        v[o] = exporterId; v[o + 1] = r.observationDomainId; v[o + 2] = r.templateId; v[o + 3] = r.receivedMilliseconds;
+        ${dataCols.map((c, i) => `v[o + ${4 + i}] = sv(r[${JSON.stringify(c)}]);`).join('\n')}
+        v[o + ${width - 1}] = r[${JSON.stringify(tail)}];
+      };`,
+    )(sqlValue) as (r: ProfileRow, v: Scalar[], o: number, exporterId: number) => void;
+    const manyVals = new Array<Scalar>(width * ROWS_PER_STATEMENT);
+    const oneVals = new Array<Scalar>(width);
+    return (rows) => {
+      let i = 0;
+      for (; i + ROWS_PER_STATEMENT <= rows.length; i += ROWS_PER_STATEMENT) {
+        for (let k = 0; k < ROWS_PER_STATEMENT; k++) {
+          const r = rows[i + k]!;
+          copy(r, manyVals, k * width, this.exporterId(r.exporter, r.receivedMilliseconds));
+        }
+        many.run(manyVals);
+      }
+      for (; i < rows.length; i++) {
+        const r = rows[i]!;
+        copy(r, oneVals, 0, this.exporterId(r.exporter, r.receivedMilliseconds));
+        single.run(oneVals);
+      }
+    };
   }
 
   private migrate(): void {
