@@ -11,6 +11,9 @@ export const COL_ERRORS = {
   COL_ERR_TLS: 'TLS setup failed',
   COL_ERR_BAD_QUERY: 'invalid query parameter',
   COL_ERR_INGEST_FILE: 'cannot ingest file',
+  COL_ERR_UNAUTHORIZED: 'missing or wrong API bearer token',
+  COL_ERR_NOT_FOUND: 'not found',
+  COL_ERR_INTERNAL: 'internal error',
 } as const;
 
 /** A stable collector error code. */

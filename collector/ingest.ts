@@ -13,6 +13,7 @@ import {
   type IpfixErrorCode,
   type IpfixRecord,
   type IpfixValue,
+  isTypeRecordTemplate,
   recordToJson,
   type SessionInfo,
   type Template,
@@ -49,6 +50,8 @@ export interface IngestCounters {
   dropped: Record<DropReason, number>;
   decodeErrors: Partial<Record<IpfixErrorCode, number>>;
   flushes: number;
+  /** RFC 5610 type records received (learned by the decoder, not stored). */
+  typeRecords: number;
   /** Duration of each flush, ms, for the latency histogram (drained by the metrics reader). */
   flushDurations: number[];
 }
@@ -126,6 +129,7 @@ export class Ingest {
       dropped: { decode_error: 0, no_template: 0, store_error: 0 },
       decodeErrors: {},
       flushes: 0,
+      typeRecords: 0,
       flushDurations: [],
     };
     // Data waiting for templates expires, and idle UDP sessions are forgotten, once a second.
@@ -220,6 +224,11 @@ export class Ingest {
     const n = set.records.length;
     acc.records += n;
     this.counters.recordsReceived += n;
+    // RFC 5610 type records describe elements; the decoder has learned them. They are not flows.
+    if (isTypeRecordTemplate(t)) {
+      this.counters.typeRecords += n;
+      return;
+    }
     if (isProfileTemplate(set.templateId) && !t.isOptions) {
       acc.profiles += n;
       for (const r of set.records) this.profiles.push(this.profileRow(acc.exporter, set, r, now));

@@ -142,7 +142,13 @@ export function listenStream(
     socket.on('close', () => {
       sockets.delete(socket);
       const end = framer.error ? null : framer.end();
-      if (end) l.warn({ exporter: key, err: end.message }, 'exporter closed inside a message');
+      if (end) {
+        // The partial message is lost: count it like any decode error.
+        l.warn({ exporter: key, err: end.message }, 'exporter closed inside a message');
+        ingest.decoder.stats.errors[end.code]++;
+        ingest.counters.decodeErrors[end.code] = (ingest.counters.decodeErrors[end.code] ?? 0) + 1;
+        ingest.counters.dropped.decode_error++;
+      }
       ingest.sessionClosed(key, framer.error ? framer.error.message : 'connection closed');
       l.info({ exporter: key }, 'exporter disconnected');
       closed.delete(finished);
@@ -185,7 +191,7 @@ export function listenStream(
       resolve({
         address: { host: a.address, port: a.port },
         close: async () => {
-          await new Promise<void>((r) => server.close(() => r()));
+          server.close(); // stop accepting; its callback would wait for the connections ended below
           // Exporters keep their connection until they close it; on shutdown, end them politely.
           for (const s of sockets) s.end();
           const deadline = new Promise<void>((r) => setTimeout(r, 2000).unref());

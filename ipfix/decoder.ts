@@ -175,7 +175,7 @@ export interface SessionInfo {
 const RFC5610_SCOPE = [346, 303];
 
 /** True when an options template carries RFC 5610 information element type records. */
-function isTypeRecordTemplate(t: Template): boolean {
+export function isTypeRecordTemplate(t: Template): boolean {
   if (!t.isOptions) return false;
   const scope = t.specs.slice(0, t.scopeFieldCount);
   return (

@@ -10,6 +10,7 @@ export {
   HEADER_LENGTH,
   IPFIX_VERSION,
   IpfixDecoder,
+  isTypeRecordTemplate,
   type MessageHeader,
   type RawSet,
   readMessageHeader,

@@ -115,6 +115,22 @@ function sqlValue(v: Scalar | undefined): Scalar {
   return v;
 }
 
+/**
+ * A row as JavaScript values: every column here is unsigned, so 64-bit integers read as bigints
+ * (safeIntegers) become exact numbers when they fit, stay bigints when they do not, and values
+ * stored past 2^63 (as negative signed integers) are turned back into their unsigned value.
+ */
+function fromSql<T>(row: unknown): T {
+  const r = row as Record<string, unknown>;
+  for (const k in r) {
+    const v = r[k];
+    if (typeof v !== 'bigint') continue;
+    const u = v < 0n ? BigInt.asUintN(64, v) : v;
+    r[k] = u <= 9007199254740991n ? Number(u) : u;
+  }
+  return r as T;
+}
+
 /** The SQLite store. */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
@@ -330,11 +346,17 @@ export class SqliteStore implements Store {
         `SELECT ${table}.*, (SELECT key FROM exporters WHERE exporters.id = exporterId) AS exporter FROM ${table}
          WHERE ${w.sql}${keyset} ORDER BY flowStartMilliseconds ${dir}, id ${dir} LIMIT ?`,
       )
-      .all(...params, page.limit + 1) as (T & {
-      id: number;
-      exporterId?: number;
-      flowStartMilliseconds: Scalar;
-    })[];
+      .safeIntegers(true)
+      .all(...params, page.limit + 1)
+      .map((r) =>
+        fromSql<
+          T & {
+            id: number;
+            exporterId?: number;
+            flowStartMilliseconds: Scalar;
+          }
+        >(r),
+      );
     const more = rows.length > page.limit;
     if (more) rows.pop();
     for (const r of rows) delete r.exporterId;
@@ -353,13 +375,15 @@ export class SqliteStore implements Store {
     return this.page<FlowRow>('flows', filter, page);
   }
 
-  async connection(flowId: number): Promise<(ProfileRow & { id: number })[]> {
+  async connection(flowId: number | bigint): Promise<(ProfileRow & { id: number })[]> {
     const rows = this.db
       .prepare(
         `SELECT profiles.*, (SELECT key FROM exporters WHERE exporters.id = exporterId) AS exporter FROM profiles
          WHERE flowId = ? ORDER BY flowStartMilliseconds, id`,
       )
-      .all(flowId) as (ProfileRow & { id: number; exporterId?: number })[];
+      .safeIntegers(true)
+      .all(sqlValue(flowId))
+      .map((r) => fromSql<ProfileRow & { id: number; exporterId?: number }>(r));
     for (const r of rows) delete r.exporterId;
     return rows;
   }

@@ -156,7 +156,7 @@ export interface Store {
   insert(batch: IngestBatch): Promise<void>;
   profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>>;
   /** Every profile of one connection, in time order. */
-  connection(flowId: number): Promise<(ProfileRow & { id: number })[]>;
+  connection(flowId: number | bigint): Promise<(ProfileRow & { id: number })[]>;
   summary(query: SummaryQuery): Promise<SummaryRow[]>;
   flows(filter: RowFilter, page: PageRequest): Promise<Page<FlowRow>>;
   exporters(): Promise<ExporterRow[]>;
