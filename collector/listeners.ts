@@ -77,9 +77,19 @@ export function listenUdp(
       }
       const a = sock.address();
       l.info({ address: a.address, port: a.port }, 'listening for IPFIX over UDP');
+      let lastMessage = 0;
+      sock.on('message', () => {
+        lastMessage = Date.now();
+      });
       resolve({
         address: { host: a.address, port: a.port },
-        close: () => new Promise<void>((done) => sock.close(() => done())),
+        close: async () => {
+          // Datagrams already in the socket buffer were sent to us: read them before closing,
+          // until the socket has been quiet for 100 ms (at most 5 s).
+          const deadline = Date.now() + 5000;
+          while (Date.now() - lastMessage < 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+          await new Promise<void>((done) => sock.close(() => done()));
+        },
       });
     });
   });
