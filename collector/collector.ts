@@ -5,11 +5,19 @@
 import { readFileSync } from 'node:fs';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
+import { Counter, type Registry } from 'prom-client';
 import { buildApi } from './api/app.js';
 import type { CollectorConfig } from './config.js';
 import { CollectorError } from './errors.js';
 import { Ingest } from './ingest.js';
-import { type Endpoint, ingestFile, type Listener, listenStream, listenUdp } from './listeners.js';
+import {
+  type Endpoint,
+  ingestFile,
+  type Listener,
+  listenStream,
+  listenUdp,
+  transportCounters,
+} from './listeners.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/types.js';
 
@@ -97,7 +105,13 @@ export async function startCollector(config: CollectorConfig, log: Logger): Prom
     }
     if (config.retentionMs > 0) retention = startRetention(store, config.retentionMs, log);
     if (config.http) {
-      api = await buildApi({ store, ingest, log, ...(config.apiToken ? { apiToken: config.apiToken } : {}) });
+      api = await buildApi({
+        store,
+        ingest,
+        log,
+        extraMetrics: registerTransportMetrics,
+        ...(config.apiToken ? { apiToken: config.apiToken } : {}),
+      });
       await api.listen({ host: config.http.host, port: config.http.port });
       const a = api.server.address() as { address: string; port: number };
       addresses.http = { host: a.address, port: a.port };
@@ -138,4 +152,34 @@ function startRetention(store: Store, retentionMs: number, log: Logger): NodeJS.
   t.unref();
   setImmediate(() => void run());
   return t;
+}
+
+/** Transport-level counters (connections, framing errors, TLS refusals...) in /metrics. */
+function registerTransportMetrics(registry: Registry): void {
+  const counters: [string, string, keyof typeof transportCounters][] = [
+    ['udp_datagrams_total', 'UDP datagrams received', 'udpDatagrams'],
+    ['tcp_connections_total', 'TCP and TLS exporter connections accepted', 'tcpConnections'],
+    [
+      'tcp_framing_errors_total',
+      'TCP and TLS sessions closed because message framing was lost',
+      'tcpFramingErrors',
+    ],
+    ['tcp_idle_timeouts_total', 'TCP and TLS sessions closed for idling too long', 'tcpIdleTimeouts'],
+    [
+      'tls_handshake_failures_total',
+      'TLS handshakes refused (no or untrusted client certificate, not TLS)',
+      'tlsHandshakeFailures',
+    ],
+  ];
+  for (const [name, help, key] of counters) {
+    new Counter({
+      name: `kpiflow_collector_${name}`,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(transportCounters[key]);
+      },
+    });
+  }
 }

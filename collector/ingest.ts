@@ -147,7 +147,8 @@ export class Ingest {
   ): DecodeResult {
     this.counters.messages++;
     this.counters.bytes += bytes.length;
-    const acc = this.account(key, transport, peer);
+    // The account names the wire transport (udp, tcp, tls, file): the key's prefix.
+    const acc = this.account(key, key.slice(0, Math.max(0, key.indexOf(':'))) || transport, peer);
     acc.lastSeen = this.clock();
     const res = this.decoder.decode(key, bytes, transport, offset);
     this.absorb(key, res);

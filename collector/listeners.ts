@@ -84,10 +84,12 @@ export function listenUdp(
       resolve({
         address: { host: a.address, port: a.port },
         close: async () => {
-          // Datagrams already in the socket buffer were sent to us: read them before closing,
-          // until the socket has been quiet for 100 ms (at most 5 s).
-          const deadline = Date.now() + 5000;
-          while (Date.now() - lastMessage < 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+          // Datagrams already in the socket buffer were sent before the stop: read them until
+          // the socket has been quiet for 100 ms, at most 1 s (a steady stream never goes quiet,
+          // and what arrives after the stop is not ours to wait for).
+          const deadline = Date.now() + 1000;
+          while (Date.now() - lastMessage < 100 && Date.now() < deadline)
+            await new Promise((r) => setTimeout(r, 20));
           await new Promise<void>((done) => sock.close(() => done()));
         },
       });

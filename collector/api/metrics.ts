@@ -84,7 +84,7 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
     });
     new Counter({
       name: name('records_dropped_total'),
-      help: 'Records not stored, by reason; decode_error counts the messages or sets skipped',
+      help: 'Records not stored, by reason; decode_error counts the messages or sets skipped, no_template the data sets dropped unread',
       labelNames: ['reason'],
       registers,
       collect() {

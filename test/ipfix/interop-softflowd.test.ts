@@ -6,101 +6,14 @@
  * flows must be the capture's TCP conversations as tshark reports them.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import dgram from 'node:dgram';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { promisify } from 'node:util';
 import { IpfixDecoder, type IpfixRecord, type IpfixValue } from '../../ipfix/index.js';
 import { cflowMessages, type PdmlField, tool, writePcap } from '../helpers/pcap.js';
+import { runSoftflowd } from '../helpers/softflowd.js';
 import { FIXTURES, requireTools } from '../helpers/tools.js';
-
-const execFileAsync = promisify(execFile);
-
-/** A datagram that reached our socket. */
-interface Received {
-  payload: Buffer;
-  port: number;
-}
-
-/** What one softflowd run produced. */
-interface SoftflowdRun {
-  datagrams: Received[];
-  /** softflowd's closing statistics: "Flows exported: F (R records) in P packets". */
-  exportedRecords: number;
-  exportedPackets: number;
-  log: string;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/**
- * Runs `softflowd -r capture -v 10 -n 127.0.0.1:PORT -d` against a UDP socket of ours.
- *
- * softflowd 1.1.0 reading a file blocks in accept() on its control socket before each batch of
- * packets (with -r it never polls, so a stale poll result makes it wait for a control
- * connection). Each `softflowctl statistics` lets one batch through; at the end of the file it
- * expires every flow, exports them and exits.
- */
-async function runSoftflowd(capture: string, dir: string): Promise<SoftflowdRun> {
-  const sock = dgram.createSocket('udp4');
-  const datagrams: Received[] = [];
-  sock.on('message', (payload, rinfo) => datagrams.push({ payload, port: rinfo.port }));
-  await new Promise<void>((resolve) => sock.bind(0, '127.0.0.1', resolve));
-  const ctl = join(dir, 'softflowd.ctl');
-  const proc = spawn(
-    'softflowd',
-    [
-      '-r',
-      capture,
-      '-v',
-      '10',
-      '-n',
-      `127.0.0.1:${sock.address().port}`,
-      '-d',
-      '-p',
-      join(dir, 'softflowd.pid'),
-      '-c',
-      ctl,
-    ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  let log = '';
-  proc.stdout.on('data', (d) => {
-    log += d;
-  });
-  proc.stderr.on('data', (d) => {
-    log += d;
-  });
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
-  let done = false;
-  void exited.then(() => {
-    done = true;
-  });
-  try {
-    const deadline = Date.now() + 15_000;
-    while (!done) {
-      if (Date.now() > deadline) throw new Error(`softflowd did not finish: ${log}`);
-      if (existsSync(ctl))
-        await execFileAsync('softflowctl', ['-c', ctl, 'statistics']).catch(() => undefined);
-      else await sleep(5);
-    }
-    const code = await exited;
-    assert.equal(code, 0, `softflowd exit status: ${log}`);
-    const m = /Flows exported: \d+ \((\d+) records\) in (\d+) packets \(0 failures\)/.exec(log);
-    assert.ok(m, `softflowd statistics: ${log}`);
-    const exportedRecords = Number(m[1]);
-    const exportedPackets = Number(m[2]);
-    // Loopback datagrams are queued already; give the event loop a moment to read them all.
-    for (let i = 0; i < 200 && datagrams.length < exportedPackets; i++) await sleep(5);
-    return { datagrams, exportedRecords, exportedPackets, log };
-  } finally {
-    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
-    sock.close();
-  }
-}
 
 /** The capture's TCP packets per direction ("src:port>dst:port"), as tshark counts them. */
 function captureDirections(capture: string): Map<string, { packets: number; octets: number }> {
