@@ -9,7 +9,7 @@ DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
-.PHONY: build test demo deps lint typecheck bench fuzz clean
+.PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean
 
 $(STAMP)/deb: Makefile scripts/ensure-debs.sh
 	@mkdir -p $(STAMP)
@@ -43,6 +43,11 @@ typecheck: node_modules/.package-lock.json
 
 bench: deps build
 	node dist/bench/ipfix-codec.js
+	node dist/bench/collector-ingest.js
+
+# Fills a database with 10 M profiles first (several minutes), then times API queries.
+bench-queries: deps build
+	node dist/bench/collector-queries.js
 
 fuzz: build
 	node dist/test/ipfix/fuzz-long.js

@@ -80,9 +80,13 @@ async function step(rate: number): Promise<StepResult> {
   );
   const nfdir = join(dir, 'nf');
   execFileSync('mkdir', ['-p', nfdir]);
-  const nfcapd = spawn('nfcapd', ['-w', nfdir, '-p', String(nport), '-b', '127.0.0.1', '-B', String(BUFFER)], {
-    stdio: ['ignore', 'ignore', 'ignore'],
-  });
+  const nfcapd = spawn(
+    'nfcapd',
+    ['-w', nfdir, '-p', String(nport), '-b', '127.0.0.1', '-B', String(BUFFER)],
+    {
+      stdio: ['ignore', 'ignore', 'ignore'],
+    },
+  );
   try {
     for (let i = 0; i < 100; i++) {
       const ok = await fetch(`http://127.0.0.1:${hport}/healthz`).then(
@@ -95,7 +99,17 @@ async function step(rate: number): Promise<StepResult> {
     await sleep(300);
     const out = execFileSync(
       process.execPath,
-      [LOADGEN, '--target', `127.0.0.1:${cport}`, '--target', `127.0.0.1:${nport}`, '--rate', String(rate), '--seconds', String(SECONDS)],
+      [
+        LOADGEN,
+        '--target',
+        `127.0.0.1:${cport}`,
+        '--target',
+        `127.0.0.1:${nport}`,
+        '--rate',
+        String(rate),
+        '--seconds',
+        String(SECONDS),
+      ],
       { encoding: 'utf8' },
     );
     const gen = JSON.parse(out) as { sentProfiles: number; achievedRecordsPerSecond: number };
@@ -160,13 +174,33 @@ async function main(): Promise<void> {
     `Collector ingest benchmark: IPFIX TCP profiles (21 fields) over UDP loopback, ${SECONDS} s per rate, same stream to both receivers\n` +
       `socket buffers ${BUFFER >> 20} MiB${rmemNote}; loss = sent - stored (the profiles each receiver kept)\n\n`,
   );
-  const head = ['target rec/s', 'sent rec/s', 'sent', 'kpiflow stored', 'lost', 'drops', 'nfcapd stored', 'seq fail', 'drops'];
+  const head = [
+    'target rec/s',
+    'sent rec/s',
+    'sent',
+    'kpiflow stored',
+    'lost',
+    'drops',
+    'nfcapd stored',
+    'seq fail',
+    'drops',
+  ];
   process.stdout.write(`${head.map((h) => h.padStart(14)).join('')}\n`);
   const results: StepResult[] = [];
   for (const rate of RATES) {
     const r = await step(rate);
     results.push(r);
-    const row = [r.rate, r.achieved, r.sent, r.collector.stored, r.sent - r.collector.stored, r.collector.drops, r.nfcapd.stored, r.nfcapd.seqFailures, r.nfcapd.drops];
+    const row = [
+      r.rate,
+      r.achieved,
+      r.sent,
+      r.collector.stored,
+      r.sent - r.collector.stored,
+      r.collector.drops,
+      r.nfcapd.stored,
+      r.nfcapd.seqFailures,
+      r.nfcapd.drops,
+    ];
     process.stdout.write(`${row.map((v) => String(v).padStart(14)).join('')}\n`);
   }
   const best = (ok: (r: StepResult) => boolean) => Math.max(0, ...results.filter(ok).map((r) => r.achieved));

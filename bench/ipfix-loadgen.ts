@@ -88,7 +88,8 @@ function pool(): { preamble: PoolMessage; data: PoolMessage[]; typeRecords: numb
   const msgs = enc.flush();
   const out = msgs.map((bytes, k) => ({
     bytes,
-    records: (k + 1 < msgs.length ? msgs[k + 1]!.readUInt32BE(8) : enc.sequenceNumber) - bytes.readUInt32BE(8),
+    records:
+      (k + 1 < msgs.length ? msgs[k + 1]!.readUInt32BE(8) : enc.sequenceNumber) - bytes.readUInt32BE(8),
   }));
   return { preamble: out[0]!, data: out.slice(1), typeRecords: enc.stats.typeRecordsSent };
 }

@@ -1,0 +1,855 @@
+/**
+ * Query latency of the collector's HTTP API over a large SQLite profile store (issue 3, "Speed":
+ * p95 of `profiles/summary` and of filtered `profiles` queries over 10 M profiles, target <= 100 ms).
+ *
+ *   1. Fill: N synthetic profiles (default 10 M) through SqliteStore.insert in batches of 5000, in
+ *      the order a collector would store them. 7 days of flowStartMilliseconds ending now (with a
+ *      daily cycle), ~2000 destinations with zipf popularity (IPv4 and IPv6), 20 agent hosts,
+ *      connections of 1-5 profiles (NEW..ESTABLISHED, UPDATEs, a final FINISHED/BROKEN/DESYNC;
+ *      some UNREACHABLE), RTT per destination from a lognormal, time to establish on the
+ *      establishing profile, destination ports 443/80/22/others. An existing --db holding >= N
+ *      rows is reused as it is.
+ *   2. Query: the real API (buildApi, listening on 127.0.0.1:0), one request at a time over HTTP
+ *      (fetch, keep-alive), warm-up requests first, then >= R requests per query with varied
+ *      parameters; latency = request sent to body fully received.
+ *   3. Diagnosis: the SQL the store ran for each query (captured from better-sqlite3), its
+ *      EXPLAIN QUERY PLAN, and for the summaries where the time goes: the grouping query, the
+ *      percentile pass (SQL alone, then with rows handed to JS), the JS sort, and HTTP/JSON.
+ *
+ * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep]
+ *          [--requests R] [--warmup W] [--no-diagnose]
+ *   --db PATH    database file (kept); default a temp dir, removed at the end unless --keep
+ *   --requests   measured requests per query (default 40); --warmup: per query (default 3)
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { pino } from 'pino';
+import { buildApi } from '../collector/api/app.js';
+import { SqliteStore } from '../collector/store/sqlite-store.js';
+import type { ProfileRow, SummaryGroup } from '../collector/store/types.js';
+
+const HOUR = 3_600_000;
+const DAY = 24 * HOUR;
+const SPAN = 7 * DAY;
+const BATCH = 5000;
+const TARGET_P95_MS = 100;
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+interface Args {
+  profiles: number;
+  db: string | null;
+  keep: boolean;
+  requests: number;
+  warmup: number;
+  diagnose: boolean;
+}
+
+function parseArgs(argv: string[]): Args {
+  const a: Args = { profiles: 10_000_000, db: null, keep: false, requests: 40, warmup: 3, diagnose: true };
+  const num = (i: number, name: string, min: number) => {
+    const v = Number(argv[i]);
+    if (!Number.isSafeInteger(v) || v < min) throw new Error(`${name} needs an integer >= ${min}`);
+    return v;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    switch (argv[i]) {
+      case '--profiles':
+        a.profiles = num(++i, '--profiles', 1000);
+        break;
+      case '--db':
+        a.db = argv[++i] ?? null;
+        if (!a.db) throw new Error('--db needs a path');
+        break;
+      case '--keep':
+        a.keep = true;
+        break;
+      case '--requests':
+        a.requests = num(++i, '--requests', 1);
+        break;
+      case '--warmup':
+        a.warmup = num(++i, '--warmup', 0);
+        break;
+      case '--no-diagnose':
+        a.diagnose = false;
+        break;
+      default:
+        throw new Error(`unknown argument ${argv[i]}`);
+    }
+  }
+  return a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random numbers (seeded: the same N gives the same database)
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    // mulberry32
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const rand = rng(0x6b7066);
+
+function normal(): number {
+  const u = 1 - rand();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * rand());
+}
+
+/** Lognormal with this median and sigma (of the underlying normal). */
+function lognormal(median: number, sigma: number): number {
+  return median * Math.exp(sigma * normal());
+}
+
+function pick<T>(items: readonly T[], weights: readonly number[]): T {
+  let u = rand() * weights.reduce((s, w) => s + w, 0);
+  for (let i = 0; i < items.length; i++) {
+    u -= weights[i]!;
+    if (u < 0) return items[i]!;
+  }
+  return items[items.length - 1]!;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The synthetic world
+
+interface Destination {
+  address: string;
+  ipVersion: 4 | 6;
+  port: number;
+  /** Base RTT, ms. */
+  rtt: number;
+}
+
+interface Host {
+  exporter: string;
+  v4: string;
+  v6: string;
+  /** true: the agent exports meanLatencyMicroseconds, false: meanLatencyMilliseconds. */
+  micro: boolean;
+  /** Next socket-cookie-like flowId of this host (unique across hosts). */
+  nextFlowId: number;
+}
+
+const DESTINATIONS = 2000;
+const HOSTS = 20;
+const ZIPF_S = 1.0;
+const OTHER_PORTS = [8080, 8443, 5432, 3306, 6379, 853, 993, 25, 5222, 9092];
+
+function makeDestinations(): Destination[] {
+  const out: Destination[] = [];
+  for (let r = 0; r < DESTINATIONS; r++) {
+    // Canonical text (dotted quad, RFC 5952), as the API normalizes query addresses.
+    const v6 = rand() < 0.3;
+    const address = v6
+      ? `2001:db8:${(r + 1).toString(16)}::${(1 + (r % 250)).toString(16)}`
+      : `198.18.${r >> 8}.${r & 255}`;
+    const port = pick([443, 80, 22, -1], [70, 15, 5, 10]);
+    out.push({
+      address,
+      ipVersion: v6 ? 6 : 4,
+      port: port === -1 ? OTHER_PORTS[Math.floor(rand() * OTHER_PORTS.length)]! : port,
+      rtt: Math.min(800, Math.max(0.2, lognormal(25, 0.9))),
+    });
+  }
+  return out;
+}
+
+function makeHosts(): Host[] {
+  return Array.from({ length: HOSTS }, (_, h) => ({
+    exporter: `udp:10.0.${h}.10:${40000 + h}`,
+    v4: `10.0.${h}.10`,
+    v6: `2001:db8:ffff:${(h + 1).toString(16)}::10`,
+    micro: h % 5 !== 0,
+    nextFlowId: (h + 1) * 2 ** 40 + Math.floor(rand() * 1e6),
+  }));
+}
+
+/** Cumulative zipf weights of destination ranks. */
+function zipfCdf(n: number, s: number): Float64Array {
+  const c = new Float64Array(n);
+  let acc = 0;
+  for (let r = 0; r < n; r++) {
+    acc += 1 / (r + 1) ** s;
+    c[r] = acc;
+  }
+  for (let r = 0; r < n; r++) c[r]! /= acc;
+  return c;
+}
+
+function sampleCdf(cdf: Float64Array): number {
+  const u = rand();
+  let lo = 0;
+  let hi = cdf.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cdf[mid]! < u) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Profiles per connection: 1..5, mean 2.75. */
+const PROFILE_COUNTS = [1, 2, 3, 4, 5] as const;
+const PROFILE_COUNT_WEIGHTS = [20, 25, 25, 15, 15];
+const MEAN_PROFILES = 2.75;
+
+/**
+ * Generates connections in start-time order, each as its profiles. Connection start times follow
+ * a Poisson process whose rate has a daily cycle (x0.5 at night, x1.5 at the peak).
+ */
+class Generator {
+  private readonly dests = makeDestinations();
+  private readonly hosts = makeHosts();
+  private readonly cdf = zipfCdf(DESTINATIONS, ZIPF_S);
+  private readonly meanGap: number;
+  private t: number;
+  private pending: ProfileRow[] = [];
+  connections = 0;
+
+  constructor(
+    private readonly start: number,
+    private readonly end: number,
+    total: number,
+  ) {
+    this.meanGap = (end - start) / (total / MEAN_PROFILES);
+    this.t = start;
+  }
+
+  /** Fills `out` with exactly `n` profiles. */
+  next(n: number, out: ProfileRow[]): void {
+    out.length = 0;
+    while (out.length < n) {
+      if (this.pending.length === 0) this.connection();
+      const take = Math.min(n - out.length, this.pending.length);
+      for (let i = 0; i < take; i++) out.push(this.pending[i]!);
+      this.pending = this.pending.slice(take);
+    }
+  }
+
+  private connection(): void {
+    const rate = 1 + 0.5 * Math.sin((2 * Math.PI * (this.t % DAY)) / DAY - Math.PI / 2);
+    this.t += (-Math.log(1 - rand()) * this.meanGap) / rate;
+    if (this.t >= this.end - 1000) this.t = this.start + rand() * (this.end - this.start - 1000);
+    const t0 = Math.floor(this.t);
+    const d = this.dests[sampleCdf(this.cdf)]!;
+    const h = this.hosts[Math.floor(rand() * HOSTS)]!;
+    const flowId = h.nextFlowId++;
+    this.connections++;
+    const port = rand() < 0.9 ? d.port : pick([443, 80, 22, 8080], [5, 3, 1, 1]);
+    const src = d.ipVersion === 6 ? h.v6 : h.v4;
+    const sport = 32768 + Math.floor(rand() * 28232);
+    const unreachable = rand() < 0.03;
+    const n = unreachable ? 1 : pick(PROFILE_COUNTS, PROFILE_COUNT_WEIGHTS);
+    // Connection duration: median 4 s, a heavy tail, never past the end of the data.
+    const duration = Math.min(
+      this.end - 1 - t0,
+      unreachable ? 3000 + Math.floor(rand() * 60_000) : Math.max(5, Math.round(lognormal(4000, 2))),
+    );
+    const finalState = unreachable ? 6 : pick([4, 5, 7], [88, 11, 1]);
+    let cursor = t0;
+    for (let j = 0; j < n; j++) {
+      const last = j === n - 1;
+      const segEnd = last ? t0 + duration : cursor + Math.floor((duration * (0.5 + rand())) / n);
+      const segStart = cursor;
+      const segEndC = Math.max(segStart, Math.min(segEnd, t0 + duration));
+      const rtt = unreachable ? null : d.rtt * Math.exp(0.25 * normal());
+      const tte =
+        j === 0 && !unreachable
+          ? Math.max(1, Math.round(rtt! * (1.05 + 0.2 * rand()) + (rand() < 0.01 ? 1000 : 0)))
+          : null;
+      const octets = unreachable ? 0 : Math.round(lognormal(20_000, 2));
+      const retrans = unreachable ? 0 : rand() < 0.8 ? 0 : Math.floor(lognormal(2, 1));
+      // A literal with every property (no spread): one hidden class, fast reads in the store's copier.
+      this.pending.push({
+        exporter: h.exporter,
+        observationDomainId: 1,
+        templateId: 47561,
+        receivedMilliseconds: segEndC + 200 + Math.floor(rand() * 1000),
+        extra: null,
+        flowId,
+        flowStartMilliseconds: segStart,
+        flowEndMilliseconds: segEndC,
+        flowStartReason: j === 0 ? 1 : j === 1 ? 2 : 3,
+        flowEndReason: last ? finalState : j === 0 ? 2 : 3,
+        ipVersion: d.ipVersion,
+        sourceAddress: src,
+        destinationAddress: d.address,
+        sourceTransportPort: sport,
+        destinationTransportPort: port,
+        transferredOctetTotalCount: octets,
+        receivedOctetTotalCount: unreachable ? 0 : Math.round(lognormal(2000, 1.5)),
+        retransmittedPacketTotalCount: retrans,
+        meanLatencyMilliseconds: rtt !== null && !h.micro ? Math.max(1, Math.round(rtt)) : null,
+        meanLatencyMicroseconds: rtt !== null && h.micro ? Math.round(rtt * 1000) : null,
+        duplicatePacketTotalCount: retrans > 0 && rand() < 0.3 ? 1 : 0,
+        stallCount: rand() < 0.05 ? 1 + Math.floor(rand() * 3) : 0,
+        reorderingPacketCount: rand() < 0.1 ? Math.floor(rand() * 20) : 0,
+        timeToEstablishMilliseconds: tte,
+        synRetransmissionCount: j === 0 ? (unreachable ? 3 : tte !== null && tte >= 1000 ? 1 : 0) : null,
+        maximumIpTotalLength: 1500,
+      });
+      cursor = segEndC;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fill
+
+function existingRows(path: string): number {
+  if (!existsSync(path)) return 0;
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  try {
+    const t = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").get();
+    if (!t) return 0;
+    return ((db.prepare('SELECT max(id) AS n FROM profiles').get() as { n: number | null }).n ?? 0) as number;
+  } finally {
+    db.close();
+  }
+}
+
+interface FillResult {
+  rows: number;
+  seconds: number;
+  insertSeconds: number;
+  connections: number;
+}
+
+async function fill(path: string, n: number): Promise<FillResult> {
+  const store = new SqliteStore({ path });
+  const end = Date.now();
+  const gen = new Generator(end - SPAN, end, n);
+  const batch: ProfileRow[] = [];
+  const t0 = performance.now();
+  let insertMs = 0;
+  let done = 0;
+  let lastReport = t0;
+  let lastDone = 0;
+  while (done < n) {
+    gen.next(Math.min(BATCH, n - done), batch);
+    const i0 = performance.now();
+    await store.insert({ profiles: batch, flows: [], exporters: [] });
+    const now = performance.now();
+    insertMs += now - i0;
+    done += batch.length;
+    if (now - lastReport >= 5000) {
+      const rate = ((done - lastDone) / (now - lastReport)) * 1000;
+      const eta = (n - done) / rate;
+      console.log(
+        `  fill ${fmtInt(done)}/${fmtInt(n)} (${((100 * done) / n).toFixed(1)}%)  ${fmtInt(rate)} rows/s now, ` +
+          `${fmtInt((done / (now - t0)) * 1000)} overall, ETA ${eta.toFixed(0)} s`,
+      );
+      lastReport = now;
+      lastDone = done;
+    }
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  await store.close();
+  return { rows: done, seconds, insertSeconds: insertMs / 1000, connections: gen.connections };
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL capture: the statements the store runs (text and arguments), to explain and time them
+
+interface Captured {
+  sql: string;
+  args: unknown[];
+}
+
+let capturing: Captured[] | null = null;
+
+function installCapture(): void {
+  const probe = new Database(':memory:');
+  const proto = Object.getPrototypeOf(probe.prepare('SELECT 1')) as Record<
+    string,
+    (...args: unknown[]) => unknown
+  >;
+  probe.close();
+  for (const method of ['all', 'iterate', 'get']) {
+    const orig = proto[method]!;
+    proto[method] = function (this: { source: string }, ...args: unknown[]) {
+      capturing?.push({ sql: this.source, args });
+      return orig.apply(this, args);
+    };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement
+
+interface Stat {
+  name: string;
+  n: number;
+  p50: number;
+  p95: number;
+  max: number;
+  items: number;
+  bytes: number;
+  /** Index of the slowest request. */
+  worst: number;
+}
+
+/** Nearest-rank percentile of an ascending array. */
+function pct(sorted: readonly number[], p: number): number {
+  return sorted[Math.min(sorted.length, Math.max(1, Math.ceil((p / 100) * sorted.length))) - 1]!;
+}
+
+function stat(name: string, ms: number[], items: number[], bytes: number[]): Stat {
+  const s = [...ms].sort((a, b) => a - b);
+  const avg = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return {
+    worst: ms.indexOf(s[s.length - 1]!),
+    name,
+    n: s.length,
+    p50: pct(s, 50),
+    p95: pct(s, 95),
+    max: s[s.length - 1]!,
+    items: avg(items),
+    bytes: avg(bytes),
+  };
+}
+
+interface Reply {
+  ms: number;
+  body: { items?: unknown[]; nextCursor?: string | null };
+  bytes: number;
+}
+
+async function get(base: string, path: string): Promise<Reply> {
+  const t0 = performance.now();
+  const res = await fetch(base + path);
+  const text = await res.text();
+  const ms = performance.now() - t0;
+  if (res.status !== 200) throw new Error(`GET ${path}: ${res.status} ${text.slice(0, 300)}`);
+  return { ms, body: JSON.parse(text) as Reply['body'], bytes: text.length };
+}
+
+/** One kind of query: the path of its i-th request (i < 0: warm-up). */
+interface QueryKind {
+  name: string;
+  path: (i: number) => string;
+}
+
+interface Params {
+  /** End of the data (max flowStartMilliseconds + 1). */
+  now: number;
+  /** Destinations seen in the last day, most profiles first. */
+  destinations: string[];
+  sources: string[];
+  flowIds: number[];
+}
+
+/** Destination ranks spread log-uniformly over the list: popular and rare ones alike. */
+function spreadRank(i: number, count: number): number {
+  const u = (((i * 0.618034) % 1) + 1) % 1;
+  return Math.min(count - 1, Math.floor(Math.exp(u * Math.log(count))) - 1);
+}
+
+function queryKinds(p: Params): QueryKind[] {
+  const summary = (group: SummaryGroup, span: number, step: number, bucket?: string) => (i: number) => {
+    const to = p.now - (i >= 0 ? i : 50 - i) * step;
+    const b = bucket ? `&bucket=${bucket}` : '';
+    return `/api/v1/profiles/summary?groupBy=${group}&from=${to - span}&to=${to}${b}`;
+  };
+  const dest = (i: number) => p.destinations[spreadRank(i + 7, p.destinations.length)]!;
+  const kinds: QueryKind[] = [
+    { name: 'summary destination, last 1 h', path: summary('destination', HOUR, 60_000) },
+    { name: 'summary destination, last 1 h, bucket=1h', path: summary('destination', HOUR, 60_000, '1h') },
+    { name: 'summary destination, last 24 h', path: summary('destination', DAY, 300_000) },
+    { name: 'summary destination, last 24 h, bucket=1h', path: summary('destination', DAY, 300_000, '1h') },
+    { name: 'summary destination, last 7 d', path: summary('destination', SPAN, 300_000) },
+    { name: 'summary destination, last 7 d, bucket=1h', path: summary('destination', SPAN, 300_000, '1h') },
+    { name: 'summary ipVersion, last 24 h, bucket=1h', path: summary('ipVersion', DAY, 300_000, '1h') },
+    {
+      name: 'profiles destinationAddress=X, last 24 h',
+      path: (i) => {
+        const to = p.now - Math.abs(i) * 60_000;
+        return `/api/v1/profiles?destinationAddress=${dest(i)}&from=${to - DAY}&to=${to}&limit=100`;
+      },
+    },
+    {
+      name: 'profiles address=X',
+      path: (i) =>
+        `/api/v1/profiles?address=${i % 3 === 2 ? p.sources[Math.abs(i) % p.sources.length] : dest(i)}&limit=100`,
+    },
+    {
+      name: 'profiles port=443&endState=FINISHED',
+      path: (i) =>
+        `/api/v1/profiles?port=443&endState=FINISHED&to=${p.now - Math.abs(i) * 600_000}&limit=100`,
+    },
+    {
+      name: 'connections/:flowId',
+      path: (i) => `/api/v1/connections/${p.flowIds[(i + p.flowIds.length) % p.flowIds.length]}`,
+    },
+  ];
+  return kinds;
+}
+
+const WALK_PAGES = 5;
+
+/** Walks 5 pages of `port=443&from=<24 h before to>`; returns the page latencies. */
+async function walk(base: string, p: Params, i: number): Promise<{ pages: Reply[] }> {
+  const to = p.now - Math.abs(i) * 3_600_000;
+  const q = `/api/v1/profiles?port=443&from=${to - DAY}&to=${to}&limit=100`;
+  const pages: Reply[] = [];
+  let cursor: string | null | undefined = null;
+  for (let k = 0; k < WALK_PAGES; k++) {
+    const r = await get(base, cursor ? `${q}&cursor=${encodeURIComponent(cursor)}` : q);
+    pages.push(r);
+    cursor = r.body.nextCursor;
+    if (!cursor) break;
+  }
+  return { pages };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output helpers
+
+function fmtInt(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+/** Milliseconds, without unit: 1 decimal below 100 ms, whole ms with separators above. */
+function fmtMs(ms: number): string {
+  if (Number.isNaN(ms)) return '';
+  return ms < 100 ? ms.toFixed(1) : fmtInt(ms);
+}
+
+function fmtBytes(b: number): string {
+  if (b >= 2 ** 30) return `${(b / 2 ** 30).toFixed(2)} GiB`;
+  if (b >= 2 ** 20) return `${(b / 2 ** 20).toFixed(1)} MiB`;
+  if (b >= 2 ** 10) return `${(b / 2 ** 10).toFixed(1)} KiB`;
+  return `${b} B`;
+}
+
+function table(header: string[], rows: string[][], right: boolean[]): string {
+  const w = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (right[i] ? c.padStart(w[i]!) : c.padEnd(w[i]!))).join('  ');
+  return [line(header), w.map((x) => '-'.repeat(x)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function median(xs: number[]): number {
+  return pct(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Diagnosis
+
+function explain(db: Database.Database, c: Captured): string {
+  const rows = db.prepare(`EXPLAIN QUERY PLAN ${c.sql}`).all(...(c.args as unknown[])) as {
+    id: number;
+    parent: number;
+    detail: string;
+  }[];
+  const depth = new Map<number, number>([[0, 0]]);
+  return rows
+    .map((r) => {
+      const d = (depth.get(r.parent) ?? 0) + 1;
+      depth.set(r.id, d);
+      return `${'  '.repeat(d)}${r.detail}`;
+    })
+    .join('\n');
+}
+
+function timeIt(f: () => void, runs: number): number {
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    f();
+    ms.push(performance.now() - t0);
+  }
+  return median(ms);
+}
+
+async function timeItAsync(f: () => Promise<unknown>, runs: number): Promise<number> {
+  const ms: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await f();
+    ms.push(performance.now() - t0);
+  }
+  return median(ms);
+}
+
+async function diagnose(
+  path: string,
+  base: string,
+  store: SqliteStore,
+  kinds: QueryKind[],
+  stats: Map<string, Stat>,
+): Promise<void> {
+  const db = new Database(path, { readonly: true, fileMustExist: true });
+  db.pragma('cache_size = -65536');
+  console.log('\n== Sizes (dbstat) ==');
+  const sizes = db
+    .prepare(
+      "SELECT name, SUM(pgsize) AS bytes FROM dbstat WHERE aggregate = TRUE GROUP BY name HAVING name IN ('profiles', 'profiles_time', 'profiles_flow') ORDER BY bytes DESC",
+    )
+    .all() as { name: string; bytes: number }[];
+  for (const s of sizes) console.log(`  ${s.name.padEnd(16)} ${fmtBytes(s.bytes)}`);
+
+  console.log('\n== Query plans (the SQL the store ran for the slowest request of each query) ==');
+  const captured = new Map<string, Captured[]>();
+  for (const k of kinds) {
+    const path = k.path(stats.get(k.name)?.worst ?? 0);
+    capturing = [];
+    await get(base, path);
+    captured.set(
+      k.name,
+      capturing.filter((c) => /FROM (profiles|flows)\b/.test(c.sql)),
+    );
+    capturing = null;
+    console.log(`\n-- ${k.name}: ${path}`);
+    for (const c of captured.get(k.name)!) {
+      console.log(`  ${c.sql.replace(/\s+/g, ' ').slice(0, 220)}${c.sql.length > 220 ? ' ...' : ''}`);
+      console.log(explain(db, c));
+    }
+  }
+
+  console.log('\n== Where the time goes (ms, medians of 3 runs of the slowest request of each query) ==');
+  const rows: string[][] = [];
+  const runs = 3;
+  for (const k of kinds) {
+    const c = captured.get(k.name)!;
+    const path = k.path(stats.get(k.name)?.worst ?? 0);
+    const http = await timeItAsync(() => get(base, path), runs);
+    const url = new URL(base + path);
+    let direct = Number.NaN;
+    if (k.name.startsWith('summary')) {
+      const q = Object.fromEntries(url.searchParams);
+      const bucket = q.bucket === '1h' ? HOUR : undefined;
+      direct = await timeItAsync(
+        () =>
+          store.summary({
+            groupBy: q.groupBy as SummaryGroup,
+            from: Number(q.from),
+            to: Number(q.to),
+            limit: 50,
+            ...(bucket ? { bucketMs: bucket } : {}),
+          }),
+        runs,
+      );
+    }
+    const group = c[0];
+    const values = c[1];
+    const groupMs = group ? timeIt(() => db.prepare(group.sql).all(...group.args), runs) : Number.NaN;
+    let valuesSql = Number.NaN;
+    let valuesJs = Number.NaN;
+    if (values && k.name.startsWith('summary')) {
+      valuesSql = timeIt(
+        () => db.prepare(`SELECT count(*), sum(rtt), sum(tte) FROM (${values.sql})`).get(...values.args),
+        runs,
+      );
+      valuesJs = timeIt(() => {
+        let s = 0;
+        for (const v of db.prepare(values.sql).iterate(...values.args) as Iterable<{ rtt: number | null }>)
+          s += v.rtt ?? 0;
+        return s;
+      }, runs);
+    }
+    const st = stats.get(k.name);
+    rows.push([
+      k.name,
+      fmtMs(st?.max ?? Number.NaN),
+      fmtMs(http),
+      Number.isNaN(direct) ? '' : fmtMs(direct),
+      fmtMs(groupMs),
+      Number.isNaN(valuesSql) ? '' : fmtMs(valuesSql),
+      Number.isNaN(valuesJs) ? '' : fmtMs(valuesJs),
+      Number.isNaN(direct) ? '' : fmtMs(Math.max(0, direct - groupMs - valuesJs)),
+      Number.isNaN(direct) ? '' : fmtMs(Math.max(0, http - direct)),
+    ]);
+  }
+  console.log(
+    table(
+      [
+        'query',
+        'slowest (table)',
+        'HTTP ms',
+        'store.summary',
+        'SQL #1 (groups / page)',
+        'SQL #2 values, in SQL',
+        '#2 rows to JS',
+        'JS: filter, sort, pct',
+        'HTTP+JSON',
+      ],
+      rows,
+      [false, true, true, true, true, true, true, true, true],
+    ),
+  );
+  console.log(
+    '  SQL #1: the statement alone on a second connection. "#2 values, in SQL": the percentile query wrapped in\n' +
+      '  SELECT count(*) (SQLite work only); "#2 rows to JS": iterated into JS objects. JS = store.summary - #1 - #2 to JS.',
+  );
+  db.close();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const dir = args.db ? null : mkdtempSync(join(tmpdir(), 'kpiflow-bench-'));
+  const path = args.db ?? join(dir!, 'profiles.db');
+  console.log(`collector query bench: ${fmtInt(args.profiles)} profiles, db ${path}`);
+
+  let fillResult: FillResult | null = null;
+  const have = existingRows(path);
+  if (have >= args.profiles) {
+    console.log(`reusing ${path}: ${fmtInt(have)} profiles already stored`);
+  } else if (have > 0) {
+    throw new Error(
+      `${path} holds ${have} profiles, fewer than ${args.profiles}: remove it or pass --profiles ${have}`,
+    );
+  } else {
+    console.log(`filling in batches of ${BATCH} ...`);
+    fillResult = await fill(path, args.profiles);
+    console.log(
+      `filled ${fmtInt(fillResult.rows)} profiles (${fmtInt(fillResult.connections)} connections) in ${fillResult.seconds.toFixed(1)} s: ` +
+        `${fmtInt(fillResult.rows / fillResult.seconds)} rows/s overall, ${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s in SqliteStore.insert`,
+    );
+  }
+
+  installCapture();
+  const store = new SqliteStore({ path });
+  const sizeBytes = await store.sizeBytes();
+  const meta = new Database(path, { readonly: true, fileMustExist: true });
+  const maxT = (meta.prepare('SELECT max(flowStartMilliseconds) AS t FROM profiles').get() as { t: number })
+    .t;
+  const maxId = (meta.prepare('SELECT max(id) AS n FROM profiles').get() as { n: number }).n;
+  const now = maxT + 1;
+  const destinations = (
+    meta
+      .prepare(
+        'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE flowStartMilliseconds >= ? GROUP BY 1 ORDER BY 2 DESC',
+      )
+      .all(now - DAY) as { a: string }[]
+  ).map((r) => r.a);
+  const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE id = ?');
+  const pr = rng(42);
+  const flowIds: number[] = [];
+  const sources = new Set<string>();
+  while (flowIds.length < 400) {
+    const r = sample.get(1 + Math.floor(pr() * maxId)) as
+      | { flowId: number; sourceAddress: string }
+      | undefined;
+    if (!r) continue;
+    flowIds.push(r.flowId);
+    sources.add(r.sourceAddress);
+  }
+  meta.close();
+  const params: Params = { now, destinations, sources: [...sources], flowIds };
+
+  const app = await buildApi({ store, log: pino({ level: 'silent' }) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no listening address');
+  const base = `http://127.0.0.1:${addr.port}`;
+  console.log(
+    `API on ${base}; data ends ${new Date(now).toISOString()}, ${destinations.length} destinations in the last 24 h; ` +
+      `${args.warmup} warm-up + ${args.requests} measured requests per query, one at a time`,
+  );
+
+  const kinds = queryKinds(params);
+  const stats = new Map<string, Stat>();
+  for (const k of kinds) {
+    const t0 = performance.now();
+    for (let i = 1; i <= args.warmup; i++) await get(base, k.path(-i));
+    const ms: number[] = [];
+    const items: number[] = [];
+    const bytes: number[] = [];
+    for (let i = 0; i < args.requests; i++) {
+      const r = await get(base, k.path(i));
+      ms.push(r.ms);
+      items.push(r.body.items?.length ?? 0);
+      bytes.push(r.bytes);
+    }
+    const s = stat(k.name, ms, items, bytes);
+    stats.set(k.name, s);
+    console.log(
+      `  ${k.name}: p50 ${fmtMs(s.p50)} ms, p95 ${fmtMs(s.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
+  }
+  {
+    const t0 = performance.now();
+    for (let i = 1; i <= args.warmup; i++) await walk(base, params, -i);
+    const pageMs: number[] = [];
+    const walkMs: number[] = [];
+    const items: number[] = [];
+    const bytes: number[] = [];
+    const walkItems: number[] = [];
+    for (let i = 0; i < args.requests; i++) {
+      const w = await walk(base, params, i);
+      let total = 0;
+      let n = 0;
+      for (const p of w.pages) {
+        pageMs.push(p.ms);
+        items.push(p.body.items?.length ?? 0);
+        bytes.push(p.bytes);
+        total += p.ms;
+        n += p.body.items?.length ?? 0;
+      }
+      walkMs.push(total);
+      walkItems.push(n);
+    }
+    const perPage = stat('profiles port=443, last 24 h: 5 pages, per page', pageMs, items, bytes);
+    const whole = stat('  ... the whole 5-page walk', walkMs, walkItems, [0]);
+    stats.set(perPage.name, perPage);
+    stats.set(whole.name, whole);
+    console.log(
+      `  cursor walk: page p95 ${fmtMs(perPage.p95)} ms, walk p95 ${fmtMs(whole.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
+  }
+
+  console.log(
+    `\n== API latency over ${fmtInt(maxId)} profiles (db ${fmtBytes(sizeBytes)}; target p95 <= ${TARGET_P95_MS} ms) ==`,
+  );
+  console.log(
+    table(
+      ['query', 'n', 'p50 ms', 'p95 ms', 'max ms', 'target', 'rows/reply', 'reply size'],
+      [...stats.values()].map((s) => [
+        s.name,
+        String(s.n),
+        fmtMs(s.p50),
+        fmtMs(s.p95),
+        fmtMs(s.max),
+        s.name.startsWith('  ...') ? '' : s.p95 <= TARGET_P95_MS ? 'ok' : 'MISSED',
+        s.items.toFixed(0),
+        s.bytes ? fmtBytes(Math.round(s.bytes)) : '',
+      ]),
+      [false, true, true, true, true, false, true, true],
+    ),
+  );
+  if (fillResult) {
+    console.log(
+      `fill: ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s = ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s ` +
+        `(${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s inside SqliteStore.insert, batches of ${BATCH})`,
+    );
+  }
+  console.log(`db size: ${fmtBytes(sizeBytes)} (${(sizeBytes / maxId).toFixed(0)} bytes/profile)`);
+
+  if (args.diagnose) await diagnose(path, base, store, kinds, stats);
+
+  await app.close();
+  await store.close();
+  if (dir && !args.keep) rmSync(dir, { recursive: true, force: true });
+  else console.log(`database kept: ${path}`);
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
