@@ -82,3 +82,17 @@ export const PROFILE_ID_COLUMNS = [
   'sourceTransportPort',
   'destinationTransportPort',
 ] as const;
+
+/** Typed columns of the generic flow table (records of any other template), as IPFIX element names. */
+export const FLOW_COLUMNS = [
+  'flowStartMilliseconds',
+  'flowEndMilliseconds',
+  'protocolIdentifier',
+  'ipVersion',
+  'sourceAddress',
+  'destinationAddress',
+  'sourceTransportPort',
+  'destinationTransportPort',
+  'octetDeltaCount',
+  'packetDeltaCount',
+] as const;

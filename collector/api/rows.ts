@@ -3,7 +3,7 @@
  * numbers when safe (decimal strings otherwise), absent columns dropped. Also the CSV encoding
  * of API rows, with the column lists that make up CSV headers.
  */
-import { PROFILE_KPI_COLUMNS, STATE_NAMES } from '../profile-schema.js';
+import { FLOW_COLUMNS, PROFILE_KPI_COLUMNS, STATE_NAMES } from '../profile-schema.js';
 import type { FlowRow, ProfileRow, Scalar } from '../store/types.js';
 
 /** A row as the API returns it. */
@@ -37,16 +37,7 @@ export const FLOW_API_COLUMNS = [
   'observationDomainId',
   'templateId',
   'receivedMilliseconds',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'protocolIdentifier',
-  'ipVersion',
-  'sourceAddress',
-  'destinationAddress',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'octetDeltaCount',
-  'packetDeltaCount',
+  ...FLOW_COLUMNS,
   'fields',
 ] as const;
 

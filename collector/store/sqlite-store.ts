@@ -6,7 +6,7 @@
 import { statSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
-import { PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profile-schema.js';
+import { FLOW_COLUMNS, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profile-schema.js';
 import { mean, percentile } from './percentiles.js';
 import type {
   ExporterDelta,
@@ -27,18 +27,6 @@ type Db = Database.Database;
 
 const TEXT_COLUMNS = new Set(['sourceAddress', 'destinationAddress']);
 const PROFILE_COLUMNS = [...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS];
-const FLOW_COLUMNS = [
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'protocolIdentifier',
-  'ipVersion',
-  'sourceAddress',
-  'destinationAddress',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'octetDeltaCount',
-  'packetDeltaCount',
-] as const;
 
 const q = (name: string) => `"${name}"`;
 const colDefs = (cols: readonly string[]) =>
