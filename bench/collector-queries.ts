@@ -17,9 +17,10 @@
  *      percentile pass (SQL alone, then with rows handed to JS), the JS sort, and HTTP/JSON.
  *
  * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep]
- *          [--requests R] [--warmup W] [--no-diagnose]
+ *          [--requests R] [--warmup W] [--resume] [--no-diagnose]
  *   --db PATH    database file (kept); default a temp dir, removed at the end unless --keep
  *   --requests   measured requests per query (default 40); --warmup: per query (default 3)
+ *   --resume     with --db: results are saved to PATH.results.json after each step; continue from there
  */
 import {
   closeSync,
@@ -55,10 +56,19 @@ interface Args {
   requests: number;
   warmup: number;
   diagnose: boolean;
+  resume: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { profiles: 10_000_000, db: null, keep: false, requests: 40, warmup: 3, diagnose: true };
+  const a: Args = {
+    profiles: 10_000_000,
+    db: null,
+    keep: false,
+    requests: 40,
+    warmup: 3,
+    diagnose: true,
+    resume: false,
+  };
   const num = (i: number, name: string, min: number) => {
     const v = Number(argv[i]);
     if (!Number.isSafeInteger(v) || v < min) throw new Error(`${name} needs an integer >= ${min}`);
@@ -81,6 +91,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--warmup':
         a.warmup = num(++i, '--warmup', 0);
+        break;
+      case '--resume':
+        a.resume = true;
         break;
       case '--no-diagnose':
         a.diagnose = false;
@@ -594,47 +607,42 @@ async function timeItAsync(f: () => Promise<unknown>, runs: number): Promise<num
   return median(ms);
 }
 
+/** What a run has measured so far: saved after each step, so that `--resume` continues an interrupted run. */
+interface Saved {
+  key: string;
+  stats: Record<string, Stat>;
+  plans: Record<string, string>;
+  breakdown: Record<string, string[]>;
+}
+
 async function diagnose(
   path: string,
   base: string,
   store: SqliteStore,
   kinds: QueryKind[],
   stats: Map<string, Stat>,
+  saved: Saved,
+  save: () => void,
 ): Promise<void> {
   const db = new Database(path, { readonly: true, fileMustExist: true });
   db.pragma('cache_size = -65536');
-  console.log('\n== Sizes (dbstat) ==');
-  const sizes = db
-    .prepare(
-      "SELECT name, SUM(pgsize) AS bytes FROM dbstat WHERE aggregate = TRUE GROUP BY name HAVING name IN ('profiles', 'profiles_time', 'profiles_flow') ORDER BY bytes DESC",
-    )
-    .all() as { name: string; bytes: number }[];
-  for (const s of sizes) console.log(`  ${s.name.padEnd(16)} ${fmtBytes(s.bytes)}`);
-
-  console.log('\n== Query plans (the SQL the store ran for the slowest request of each query) ==');
-  const captured = new Map<string, Captured[]>();
   for (const k of kinds) {
-    const path = k.path(stats.get(k.name)?.worst ?? 0);
+    if (saved.plans[k.name] !== undefined && saved.breakdown[k.name]) continue;
+    const t0 = performance.now();
+    const st = stats.get(k.name);
+    const path = k.path(st?.worst ?? 0);
     capturing = [];
     await get(base, path);
-    captured.set(
-      k.name,
-      capturing.filter((c) => /FROM (profiles|flows)\b/.test(c.sql)),
-    );
+    const c = capturing.filter((x) => /FROM (profiles|flows)\b/.test(x.sql));
     capturing = null;
-    console.log(`\n-- ${k.name}: ${path}`);
-    for (const c of captured.get(k.name)!) {
-      console.log(`  ${c.sql.replace(/\s+/g, ' ').slice(0, 220)}${c.sql.length > 220 ? ' ...' : ''}`);
-      console.log(explain(db, c));
+    const plan = [`-- ${k.name}: ${path}`];
+    for (const x of c) {
+      const sql = x.sql.replace(/\s+/g, ' ');
+      plan.push(`  ${sql.slice(0, 240)}${sql.length > 240 ? ' ...' : ''}`, explain(db, x));
     }
-  }
 
-  console.log('\n== Where the time goes (ms, medians of 3 runs of the slowest request of each query) ==');
-  const rows: string[][] = [];
-  const runs = 3;
-  for (const k of kinds) {
-    const c = captured.get(k.name)!;
-    const path = k.path(stats.get(k.name)?.worst ?? 0);
+    // Slow queries (seconds each) get one run per part, the others the median of 3.
+    const runs = (st?.max ?? 0) > 3000 ? 1 : 3;
     const http = await timeItAsync(() => get(base, path), runs);
     const url = new URL(base + path);
     let direct = Number.NaN;
@@ -670,25 +678,43 @@ async function diagnose(
         return s;
       }, runs);
     }
-    const st = stats.get(k.name);
-    rows.push([
+    saved.plans[k.name] = plan.join('\n');
+    saved.breakdown[k.name] = [
       k.name,
       fmtMs(st?.max ?? Number.NaN),
       fmtMs(http),
-      Number.isNaN(direct) ? '' : fmtMs(direct),
+      fmtMs(direct),
       fmtMs(groupMs),
-      Number.isNaN(valuesSql) ? '' : fmtMs(valuesSql),
-      Number.isNaN(valuesJs) ? '' : fmtMs(valuesJs),
+      fmtMs(valuesSql),
+      fmtMs(valuesJs),
       Number.isNaN(direct) ? '' : fmtMs(Math.max(0, direct - groupMs - valuesJs)),
       Number.isNaN(direct) ? '' : fmtMs(Math.max(0, http - direct)),
-    ]);
+    ];
+    save();
+    console.log(`  diagnosed ${k.name} (${((performance.now() - t0) / 1000).toFixed(0)} s)`);
   }
+
+  console.log('\n== Sizes (dbstat) ==');
+  const sizes = db
+    .prepare(
+      "SELECT name, SUM(pgsize) AS bytes FROM dbstat WHERE aggregate = TRUE GROUP BY name HAVING name IN ('profiles', 'profiles_time', 'profiles_flow') ORDER BY bytes DESC",
+    )
+    .all() as { name: string; bytes: number }[];
+  for (const s of sizes) console.log(`  ${s.name.padEnd(16)} ${fmtBytes(s.bytes)}`);
+  db.close();
+
+  console.log('\n== Query plans (the SQL the store ran for the slowest request of each query) ==');
+  for (const k of kinds) console.log(`\n${saved.plans[k.name]}`);
+
+  console.log(
+    '\n== Where the time goes (ms; the slowest request of each query, median of 3 runs, 1 run when > 3 s) ==',
+  );
   console.log(
     table(
       [
         'query',
         'slowest (table)',
-        'HTTP ms',
+        'HTTP',
         'store.summary',
         'SQL #1 (groups / page)',
         'SQL #2 values, in SQL',
@@ -696,7 +722,7 @@ async function diagnose(
         'JS: filter, sort, pct',
         'HTTP+JSON',
       ],
-      rows,
+      kinds.map((k) => saved.breakdown[k.name]!),
       [false, true, true, true, true, true, true, true, true],
     ),
   );
@@ -704,7 +730,6 @@ async function diagnose(
     '  SQL #1: the statement alone on a second connection. "#2 values, in SQL": the percentile query wrapped in\n' +
       '  SELECT count(*) (SQLite work only); "#2 rows to JS": iterated into JS objects. JS = store.summary - #1 - #2 to JS.',
   );
-  db.close();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -798,7 +823,28 @@ async function main(): Promise<void> {
 
   const kinds = queryKinds(params);
   const stats = new Map<string, Stat>();
+  const resultsPath = `${path}.results.json`;
+  const runKey = `${maxId}/${now}/${args.requests}/${args.warmup}`;
+  let saved: Saved = { key: runKey, stats: {}, plans: {}, breakdown: {} };
+  if (args.resume) {
+    try {
+      const s = JSON.parse(readFileSync(resultsPath, 'utf8')) as Saved;
+      if (s.key === runKey) saved = s;
+      else console.log(`${resultsPath} is from another database or settings: starting over`);
+    } catch {
+      // Nothing to resume.
+    }
+  }
+  const save = () => {
+    if (args.db) writeFileSync(resultsPath, JSON.stringify(saved));
+  };
   for (const k of kinds) {
+    const done = saved.stats[k.name];
+    if (done) {
+      stats.set(k.name, done);
+      console.log(`  ${k.name}: p50 ${fmtMs(done.p50)} ms, p95 ${fmtMs(done.p95)} ms (resumed)`);
+      continue;
+    }
     const t0 = performance.now();
     for (let i = 1; i <= args.warmup; i++) await get(base, k.path(-i));
     const ms: number[] = [];
@@ -812,11 +858,18 @@ async function main(): Promise<void> {
     }
     const s = stat(k.name, ms, items, bytes);
     stats.set(k.name, s);
+    saved.stats[k.name] = s;
+    save();
     console.log(
       `  ${k.name}: p50 ${fmtMs(s.p50)} ms, p95 ${fmtMs(s.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
     );
   }
-  {
+  const WALK_PAGE = 'profiles port=443, last 24 h: 5 pages, per page';
+  const WALK_WHOLE = '  ... the whole 5-page walk';
+  if (saved.stats[WALK_PAGE] && saved.stats[WALK_WHOLE]) {
+    stats.set(WALK_PAGE, saved.stats[WALK_PAGE]);
+    stats.set(WALK_WHOLE, saved.stats[WALK_WHOLE]);
+  } else {
     const t0 = performance.now();
     for (let i = 1; i <= args.warmup; i++) await walk(base, params, -i);
     const pageMs: number[] = [];
@@ -838,10 +891,13 @@ async function main(): Promise<void> {
       walkMs.push(total);
       walkItems.push(n);
     }
-    const perPage = stat('profiles port=443, last 24 h: 5 pages, per page', pageMs, items, bytes);
-    const whole = stat('  ... the whole 5-page walk', walkMs, walkItems, [0]);
+    const perPage = stat(WALK_PAGE, pageMs, items, bytes);
+    const whole = stat(WALK_WHOLE, walkMs, walkItems, [0]);
     stats.set(perPage.name, perPage);
     stats.set(whole.name, whole);
+    saved.stats[WALK_PAGE] = perPage;
+    saved.stats[WALK_WHOLE] = whole;
+    save();
     console.log(
       `  cursor walk: page p95 ${fmtMs(perPage.p95)} ms, walk p95 ${fmtMs(whole.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
     );
@@ -874,7 +930,7 @@ async function main(): Promise<void> {
   }
   console.log(`db size: ${fmtBytes(sizeBytes)} (${(sizeBytes / maxId).toFixed(0)} bytes/profile)`);
 
-  if (args.diagnose) await diagnose(path, base, store, kinds, stats);
+  if (args.diagnose) await diagnose(path, base, store, kinds, stats, saved, save);
 
   await app.close();
   await store.close();

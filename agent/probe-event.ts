@@ -1,0 +1,115 @@
+/**
+ * The decoded form of one probe event: the contract between the kernel side (probes/ + native/,
+ * decoded by agent/probe-event-decoder.ts from the ring buffer's raw bytes) and everything after
+ * it (connection table, FSM, profile builder; and the events: replay source).
+ *
+ * Every event carries a full snapshot of the socket's counters taken when the probe ran. Events are
+ * rare (life-cycle points only), so a snapshot costs little, and the profile builder gets its
+ * per-window deltas by subtracting two snapshots: no state in user space can drift from the kernel.
+ */
+
+/** Event kinds, as numbered in probes/kpiflow-event.h (KF_EV_*). */
+export const EVENT_KIND = {
+  /** Active open: connect() sent the first SYN (sockops TCP_CONNECT_CB). */
+  connect: 1,
+  /** Handshake done on the connecting side (sockops ACTIVE_ESTABLISHED_CB). */
+  activeEstablished: 2,
+  /** Handshake done on the accepting side (sockops PASSIVE_ESTABLISHED_CB). */
+  passiveEstablished: 3,
+  /** TCP state change (inet_sock_set_state); arg0 = old state, arg1 = new state (TCP_* numbers). */
+  state: 4,
+  /** Retransmission timeout fired (sockops RTO_CB); arg0 = icsk_retransmits, arg1 = packets in flight. */
+  rto: 5,
+  /** Congestion-avoidance state changed (tcp_cong_state_set); arg0 = old, arg1 = new (TCP_CA_*). */
+  congState: 7,
+  /** Data received that was already acknowledged (kfree_skb TCP_OLD_DATA); arg0 = payload bytes. */
+  duplicate: 8,
+  /** Segment with a bad checksum (tcp_bad_csum), when it can be tied to a socket. */
+  badChecksum: 9,
+  /** Reset sent (tcp_send_reset). */
+  resetSent: 10,
+  /** Reset received (tcp_receive_reset). */
+  resetReceived: 11,
+  /** Snapshot of a socket by the TCP iterator (start-up pick-up, active timeout); arg0 = tcp state. */
+  snapshot: 12,
+  /** The socket is being destroyed (last event of a cookie). */
+  destroy: 13,
+} as const;
+
+/** One of EVENT_KIND's values. */
+export type EventKind = (typeof EVENT_KIND)[keyof typeof EVENT_KIND];
+
+/**
+ * Counters read from struct tcp_sock (and icsk) when the event was made. Byte counters are u64 in
+ * the kernel and exact here up to 2^53 (9 PB per connection). A counter this kernel does not have
+ * is reported as absent in `ProbeEvent.missing`, never as zero.
+ */
+export interface TcpCounters {
+  bytesAcked: number;
+  bytesReceived: number;
+  bytesSent: number;
+  bytesRetrans: number;
+  segsIn: number;
+  segsOut: number;
+  dataSegsIn: number;
+  dataSegsOut: number;
+  totalRetrans: number;
+  /** Smoothed RTT in microseconds (srtt_us >> 3). 0 before the first sample. */
+  srttUs: number;
+  /** RTT mean deviation in microseconds (mdev_us >> 2). */
+  mdevUs: number;
+  rcvOoopack: number;
+  dsackDups: number;
+  reordSeen: number;
+  totalRto: number;
+  totalRtoRecoveries: number;
+  delivered: number;
+  sndCwnd: number;
+  /** Bytes not yet acknowledged (snd_nxt - snd_una): > 0 means an RTO is a stall with data pending. */
+  unackedBytes: number;
+}
+
+/** Per-connection ancillary state the probes keep themselves (socket-local storage). */
+export interface AncillaryCounters {
+  /** Monotonic ns of the first SYN sent or received (0 if the probes saw neither). */
+  synNs: bigint;
+  /** SYN (or SYN-ACK) retransmissions before the handshake completed. */
+  synRetrans: number;
+  /** Segments and payload bytes received that were already acknowledged. */
+  dupPackets: number;
+  dupOctets: number;
+  /** Segments dropped for a bad checksum. */
+  badChecksums: number;
+  /** RTOs that fired with data outstanding. */
+  stalls: number;
+}
+
+/** One decoded probe event. */
+export interface ProbeEvent {
+  kind: EventKind;
+  /** bpf_ktime_get_ns(): CLOCK_MONOTONIC nanoseconds. */
+  tsNs: bigint;
+  /** Socket cookie (bpf_get_socket_cookie): the connection's key for its whole life. */
+  cookie: bigint;
+  /** Inode number of the socket's network namespace. */
+  netns: number;
+  /** 4 or 6 (v4-mapped IPv6 sockets are reported as 4 with IPv4 addresses). */
+  ipVersion: 4 | 6;
+  localAddress: string;
+  remoteAddress: string;
+  localPort: number;
+  remotePort: number;
+  /** TCP state of the socket when the event was made (TCP_ESTABLISHED = 1, ...). */
+  tcpState: number;
+  /** Congestion-avoidance state (TCP_CA_Open = 0, ...). */
+  caState: number;
+  /** True when the socket is an MPTCP subflow. */
+  mptcpSubflow: boolean;
+  /** Kind-specific arguments (see EVENT_KIND). */
+  arg0: number;
+  arg1: number;
+  counters: TcpCounters;
+  ancillary: AncillaryCounters;
+  /** Names of TcpCounters fields this kernel cannot provide (CO-RE field checks failed). */
+  missing: readonly (keyof TcpCounters)[];
+}
