@@ -6,6 +6,10 @@ SHELL := /bin/bash
 # Third-party peers the tests talk to: tshark, libfixbuf's ipfixDump, softflowd, nfdump (nfcapd), pmacct,
 # and python3-ipfix's copy of the IANA element registry.
 DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
+# The kernel side: clang and bpftool build the CO-RE probes, libbpf (with libelf, zlib) links the
+# native addon, g++/make/python3 run node-gyp, nftables/iproute2 build the test hosts.
+DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g++ make python3 \
+	iproute2 nftables
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
@@ -24,9 +28,29 @@ dist/.built: node_modules/.package-lock.json tsconfig.json $(TS_SOURCES)
 	npx tsc -p tsconfig.json
 	@touch $@
 
+# CO-RE probes: one object per probes/*.bpf.c, all in one build folder, against this kernel's BTF.
+BPF_BUILD := build/probes
+BPF_OBJS := $(patsubst probes/%.bpf.c,$(BPF_BUILD)/%.bpf.o,$(wildcard probes/*.bpf.c))
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Wall -Werror -I$(BPF_BUILD) -Iprobes
+
+$(BPF_BUILD)/vmlinux.h: | $(STAMP)/deb
+	@mkdir -p $(@D)
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@
+
+$(BPF_BUILD)/%.bpf.o: probes/%.bpf.c $(wildcard probes/*.h) $(BPF_BUILD)/vmlinux.h
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+# The N-API addon over the system libbpf, built by node-gyp against the installed node's headers
+# (no header download: the network allows none).
+NATIVE_ADDON := native/build/Release/kpiflow_bpf.node
+NODE_DIR = $(shell node -p "require('node:path').resolve(process.execPath, '../..')")
+
+$(NATIVE_ADDON): native/binding.gyp $(wildcard native/src/*) node_modules/.package-lock.json | $(STAMP)/deb
+	node node_modules/node-gyp/bin/node-gyp.js rebuild --directory=native --nodedir=$(NODE_DIR) --loglevel=warn
+
 deps: $(STAMP)/deb node_modules/.package-lock.json
 
-build: dist/.built
+build: dist/.built $(BPF_OBJS) $(NATIVE_ADDON)
 
 test: deps build
 	npx biome check .
@@ -53,4 +77,4 @@ fuzz: build
 	node dist/test/ipfix/fuzz-long.js
 
 clean:
-	rm -rf dist $(STAMP)
+	rm -rf dist $(STAMP) build native/build

@@ -1,0 +1,554 @@
+// SPDX-License-Identifier: (GPL-2.0 OR BSD-3-Clause)
+/*
+ * kpiflow probes: life-cycle events of every TCP connection, each with a snapshot of the
+ * kernel's own per-socket counters. Nothing here runs per packet on a healthy connection:
+ * the hooks are connection set-up, state changes, retransmission timeouts, congestion-state
+ * changes, drops and resets. The per-packet program at the end is opt-in (overhead baseline
+ * and out-of-order distance) and is not attached by default.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include "kpiflow-event.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define SOL_TCP 6
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Knobs, set by the loader before load. */
+/* Only sockets of this network namespace (inode number); 0 = every namespace. */
+const volatile __u32 kf_netns_filter = 0;
+/* State events from sockops STATE_CB instead of tp_btf/inet_sock_set_state (kernels without it). */
+const volatile bool kf_state_via_sockops = false;
+/* The iterator turns on RTO/state callbacks for sockets opened before the agent started. */
+const volatile bool kf_iter_enable_callbacks = true;
+
+/* The callbacks kpiflow needs on each socket: never RTT_CB or other per-packet ones. */
+#define KF_CB_FLAGS (BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} kf_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KF_STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} kf_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kf_ancillary);
+} kf_sk SEC(".maps");
+
+/* A passive open's SYN time, keyed by its 4-tuple until the handshake completes. */
+struct kf_syn_key {
+	__u64 netns_cookie;
+	__u32 laddr[4];
+	__u32 raddr[4];
+	__u32 lport;
+	__u32 rport;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct kf_syn_key);
+	__type(value, __u64);
+} kf_syn_rx SEC(".maps");
+
+/* Scratch space of the per-packet program (too big for its stack next to other locals). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kf_event);
+} kf_scratch SEC(".maps");
+
+static __always_inline void kf_stat_add(__u32 idx, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&kf_stats, &idx);
+
+	if (v)
+		*v += n; /* per-CPU slot: no atomics needed */
+}
+
+static __always_inline __u32 kf_netns(const struct sock *sk)
+{
+	return BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+/* True when the netns filter lets this socket through. */
+static __always_inline bool kf_netns_ok(const struct sock *sk)
+{
+	return !kf_netns_filter || kf_netns(sk) == kf_netns_filter;
+}
+
+/* True for a full TCP socket (not a listener, request or timewait mini-socket). */
+static __always_inline bool kf_tcp_fullsock(const struct sock *sk)
+{
+	__u8 state;
+
+	if (!sk)
+		return false;
+	/* skc_state is in sock_common, which every kind of socket has: read it first. */
+	state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || state == TCP_LISTEN)
+		return false;
+	return BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) == IPPROTO_TCP;
+}
+
+static __always_inline bool kf_v4mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
+}
+
+/* Addresses, ports, namespace and states. */
+static __always_inline void kf_fill_identity(struct kf_event *e, const struct sock *sk)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	const struct tcp_sock *tp = (const void *)sk;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 s6[4], d6[4];
+
+	e->ip_version = 4;
+	if (family == AF_INET6) {
+		BPF_CORE_READ_INTO(&s6, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32);
+		BPF_CORE_READ_INTO(&d6, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr32);
+		if (!kf_v4mapped(d6)) {
+			e->ip_version = 6;
+			__builtin_memcpy(e->saddr, s6, 16);
+			__builtin_memcpy(e->daddr, d6, 16);
+		}
+	}
+	if (e->ip_version == 4) {
+		/* Also right for v4-mapped IPv6 sockets: the kernel keeps the IPv4 pair here. */
+		BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
+	}
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	e->netns = kf_netns(sk);
+	e->tcp_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	if (bpf_core_field_exists(tp->is_mptcp) && BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp))
+		e->flags |= KF_FLAG_MPTCP_SUBFLOW;
+}
+
+/*
+ * Copies one tcp_sock field if this kernel has it, else marks it missing. The _BITFIELD_PROBED
+ * read relocates the field's size as well as its offset, so a u16 here and a u32 there both work.
+ */
+#define KF_COUNTER(dst, field, bit)                                                       \
+	do {                                                                              \
+		if (bpf_core_field_exists(tp->field))                                     \
+			c->dst = BPF_CORE_READ_BITFIELD_PROBED(tp, field);                \
+		else                                                                      \
+			e->missing |= (bit);                                              \
+	} while (0)
+
+/* The kernel's own counters for this connection. */
+static __always_inline void kf_fill_counters(struct kf_event *e, const struct sock *sk)
+{
+	const struct tcp_sock *tp = (const void *)sk;
+	struct kf_tcp_counters *c = &e->counters;
+
+	KF_COUNTER(bytes_acked, bytes_acked, KF_MISSING_BYTES_ACKED);
+	KF_COUNTER(bytes_received, bytes_received, KF_MISSING_BYTES_RECEIVED);
+	KF_COUNTER(bytes_sent, bytes_sent, KF_MISSING_BYTES_SENT);
+	KF_COUNTER(bytes_retrans, bytes_retrans, KF_MISSING_BYTES_RETRANS);
+	KF_COUNTER(segs_in, segs_in, KF_MISSING_SEGS_IN);
+	KF_COUNTER(segs_out, segs_out, KF_MISSING_SEGS_OUT);
+	KF_COUNTER(data_segs_in, data_segs_in, KF_MISSING_DATA_SEGS_IN);
+	KF_COUNTER(data_segs_out, data_segs_out, KF_MISSING_DATA_SEGS_OUT);
+	KF_COUNTER(total_retrans, total_retrans, KF_MISSING_TOTAL_RETRANS);
+	KF_COUNTER(srtt_us, srtt_us, KF_MISSING_SRTT_US);
+	KF_COUNTER(mdev_us, mdev_us, KF_MISSING_MDEV_US);
+	KF_COUNTER(rcv_ooopack, rcv_ooopack, KF_MISSING_RCV_OOOPACK);
+	KF_COUNTER(dsack_dups, dsack_dups, KF_MISSING_DSACK_DUPS);
+	KF_COUNTER(reord_seen, reord_seen, KF_MISSING_REORD_SEEN);
+	KF_COUNTER(total_rto, total_rto, KF_MISSING_TOTAL_RTO);
+	KF_COUNTER(total_rto_recoveries, total_rto_recoveries, KF_MISSING_TOTAL_RTO_RECOVERIES);
+	KF_COUNTER(delivered, delivered, KF_MISSING_DELIVERED);
+	KF_COUNTER(snd_cwnd, snd_cwnd, KF_MISSING_SND_CWND);
+	c->srtt_us >>= 3;
+	c->mdev_us >>= 2;
+	c->unacked_bytes = BPF_CORE_READ(tp, snd_nxt) - BPF_CORE_READ(tp, snd_una);
+}
+
+static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, __u64 cookie,
+				    __u8 kind, __u32 arg0, __u32 arg1,
+				    const struct kf_ancillary *anc)
+{
+	e->ts_ns = bpf_ktime_get_ns();
+	e->cookie = cookie;
+	e->kind = kind;
+	e->arg0 = arg0;
+	e->arg1 = arg1;
+	kf_fill_identity(e, sk);
+	kf_fill_counters(e, sk);
+	if (anc)
+		e->anc = *anc;
+}
+
+/* Reserves, fills and submits one event; a full ring is counted, never waited for. */
+static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 kind, __u32 arg0,
+				   __u32 arg1, const struct kf_ancillary *anc)
+{
+	struct kf_event *e;
+
+	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
+	if (!e) {
+		kf_stat_add(KF_STAT_LOST, 1);
+		return;
+	}
+	/* Reserved memory is not zeroed: padding and absent fields must be. */
+	__builtin_memset(e, 0, sizeof(*e));
+	kf_fill(e, sk, cookie, kind, arg0, arg1, anc);
+	bpf_ringbuf_submit(e, 0);
+	kf_stat_add(KF_STAT_EVENTS, 1);
+}
+
+/* The socket's ancillary state, created on first use (NULL only when memory is short). */
+static __always_inline struct kf_ancillary *kf_anc(struct sock *sk)
+{
+	struct kf_ancillary *anc;
+
+	anc = bpf_sk_storage_get(&kf_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!anc)
+		kf_stat_add(KF_STAT_NO_STORAGE, 1);
+	return anc;
+}
+
+/* Emits from a tracing program, where the socket is a BTF pointer. */
+static __always_inline void kf_emit_traced(struct sock *sk, __u8 kind, __u32 arg0, __u32 arg1)
+{
+	kf_emit(sk, bpf_get_socket_cookie(sk), kind, arg0, arg1, kf_anc(sk));
+}
+
+static __always_inline void kf_syn_key(struct kf_syn_key *k, struct bpf_sock_ops *skops)
+{
+	k->netns_cookie = bpf_get_netns_cookie(skops);
+	if (skops->family == AF_INET6) {
+		k->laddr[0] = skops->local_ip6[0];
+		k->laddr[1] = skops->local_ip6[1];
+		k->laddr[2] = skops->local_ip6[2];
+		k->laddr[3] = skops->local_ip6[3];
+		k->raddr[0] = skops->remote_ip6[0];
+		k->raddr[1] = skops->remote_ip6[1];
+		k->raddr[2] = skops->remote_ip6[2];
+		k->raddr[3] = skops->remote_ip6[3];
+	} else {
+		k->laddr[0] = skops->local_ip4;
+		k->raddr[0] = skops->remote_ip4;
+	}
+	k->lport = skops->local_port;
+	k->rport = skops->remote_port;
+}
+
+/*
+ * Connection set-up, RTOs and (on kernels without the tracepoint) state changes, for every
+ * socket of the cgroup v2 hierarchy. Callbacks are turned on per socket, only the rare ones.
+ */
+SEC("sockops")
+int kf_sockops(struct bpf_sock_ops *skops)
+{
+	struct kf_syn_key key = {};
+	struct kf_ancillary *anc;
+	struct bpf_sock *bsk;
+	struct tcp_sock *tp;
+	struct sock *sk;
+	__u64 now, *syn;
+	__u32 op = skops->op;
+	__u8 kind;
+
+	/* A passive open's SYN: the only callback that sees the request socket. */
+	if (op == BPF_SOCK_OPS_TIMEOUT_INIT) {
+		if (skops->is_fullsock)
+			return 1;
+		now = bpf_ktime_get_ns();
+		kf_syn_key(&key, skops);
+		bpf_map_update_elem(&kf_syn_rx, &key, &now, BPF_ANY);
+		return 1;
+	}
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
+	    op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB && op != BPF_SOCK_OPS_RTO_CB &&
+	    op != BPF_SOCK_OPS_STATE_CB)
+		return 1;
+	bsk = skops->sk;
+	if (!bsk)
+		return 1;
+	tp = bpf_skc_to_tcp_sock(bsk);
+	if (!tp)
+		return 1;
+	sk = (struct sock *)tp;
+	if (!kf_netns_ok(sk))
+		return 1;
+	anc = bpf_sk_storage_get(&kf_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!anc)
+		kf_stat_add(KF_STAT_NO_STORAGE, 1);
+
+	switch (op) {
+	case BPF_SOCK_OPS_TCP_CONNECT_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
+		if (anc)
+			anc->syn_ns = bpf_ktime_get_ns();
+		kind = KF_EV_CONNECT;
+		break;
+	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
+		kind = KF_EV_ACTIVE_ESTABLISHED;
+		break;
+	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
+		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
+		kf_syn_key(&key, skops);
+		syn = bpf_map_lookup_elem(&kf_syn_rx, &key);
+		if (anc) {
+			if (syn)
+				anc->syn_ns = *syn;
+			/* The child inherits the request's SYN-ACK retransmissions here. */
+			anc->syn_retrans = skops->total_retrans;
+		}
+		if (syn)
+			bpf_map_delete_elem(&kf_syn_rx, &key);
+		kind = KF_EV_PASSIVE_ESTABLISHED;
+		break;
+	case BPF_SOCK_OPS_RTO_CB:
+		/* args: icsk_retransmits, icsk_rto, expired (nothing is resent when expired). */
+		if (anc) {
+			if (skops->state == TCP_SYN_SENT || skops->state == TCP_SYN_RECV) {
+				if (!skops->args[2])
+					__sync_fetch_and_add(&anc->syn_retrans, 1);
+			} else if (skops->snd_nxt != skops->snd_una) {
+				__sync_fetch_and_add(&anc->stalls, 1);
+			}
+		}
+		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_RTO, skops->args[0],
+			skops->packets_out, anc);
+		return 1;
+	case BPF_SOCK_OPS_STATE_CB:
+		if (!kf_state_via_sockops)
+			return 1;
+		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_STATE, skops->args[0],
+			skops->args[1], anc);
+		return 1;
+	default:
+		return 1;
+	}
+	kf_emit(sk, bpf_get_socket_cookie(skops), kind, 0, 0, anc);
+	return 1;
+}
+
+/* Every TCP state change, including sockets opened before the agent and outside sockops. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kf_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct kf_event *e;
+
+	if (kf_state_via_sockops)
+		return 0;
+	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
+	/* Listeners are not connections. */
+	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN)
+		return 0;
+	if (!kf_netns_ok(sk))
+		return 0;
+	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
+	if (!e) {
+		kf_stat_add(KF_STAT_LOST, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_STATE, oldstate, newstate, kf_anc(sk));
+	/* The tracepoint runs before the store: report the state being entered. */
+	e->tcp_state = newstate;
+	bpf_ringbuf_submit(e, 0);
+	kf_stat_add(KF_STAT_EVENTS, 1);
+	return 0;
+}
+
+/* Congestion-avoidance state changes (Open, Disorder, CWR, Recovery, Loss). */
+SEC("tp_btf/tcp_cong_state_set")
+int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	__u8 old = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	struct kf_event *e;
+
+	if (old == ca_state || !kf_tcp_fullsock(sk) || !kf_netns_ok(sk))
+		return 0;
+	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
+	if (!e) {
+		kf_stat_add(KF_STAT_LOST, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_CONG_STATE, old, ca_state, kf_anc(sk));
+	/* The tracepoint runs before the store: report the state being entered. */
+	e->ca_state = ca_state;
+	bpf_ringbuf_submit(e, 0);
+	kf_stat_add(KF_STAT_EVENTS, 1);
+	return 0;
+}
+
+/*
+ * Drops with a reason. Old data (already acknowledged: the peer retransmitted spuriously) is the
+ * "duplicate" KPI; TCP_CSUM ties a bad checksum to its socket. rx_sk (6.11+) names the socket.
+ */
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
+	     struct sock *rx_sk)
+{
+	struct kf_ancillary *anc;
+	__u32 len;
+
+	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_OLD_DATA) &&
+	    reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_CSUM))
+		return 0;
+	if (!kf_tcp_fullsock(rx_sk) || !kf_netns_ok(rx_sk))
+		return 0;
+	anc = kf_anc(rx_sk);
+	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_CSUM)) {
+		if (anc)
+			__sync_fetch_and_add(&anc->bad_checksums, 1);
+		kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_BAD_CHECKSUM, 0, 0, anc);
+		return 0;
+	}
+	/* tcp_data_queue pulled the header already: len is the payload. */
+	len = BPF_CORE_READ(skb, len);
+	if (anc) {
+		__sync_fetch_and_add(&anc->dup_packets, 1);
+		__sync_fetch_and_add(&anc->dup_octets, len);
+	}
+	kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_DUPLICATE, len, 0, anc);
+	return 0;
+}
+
+/* Bad checksums host-wide: most are found before the socket lookup, so only counted here. */
+SEC("tp_btf/tcp_bad_csum")
+int BPF_PROG(kf_bad_csum, const struct sk_buff *skb)
+{
+	kf_stat_add(KF_STAT_BAD_CSUM_HOST, 1);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(kf_send_reset, struct sock *sk)
+{
+	/* sk is NULL for a reset answering no socket, or a mini-socket: not a connection. */
+	if (!kf_tcp_fullsock(sk) || !kf_netns_ok(sk))
+		return 0;
+	kf_emit_traced(sk, KF_EV_RESET_SENT, 0, 0);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(kf_receive_reset, struct sock *sk)
+{
+	if (!kf_tcp_fullsock(sk) || !kf_netns_ok(sk))
+		return 0;
+	kf_emit_traced(sk, KF_EV_RESET_RECEIVED, 0, 0);
+	return 0;
+}
+
+/* The last event of a socket, with its final counters. Storage is freed after this. */
+SEC("tp_btf/tcp_destroy_sock")
+int BPF_PROG(kf_destroy, struct sock *sk)
+{
+	struct kf_ancillary *anc;
+
+	if (!kf_netns_ok(sk))
+		return 0;
+	/* Only sockets that had an event: listeners and never-connected sockets have no storage. */
+	anc = bpf_sk_storage_get(&kf_sk, sk, 0, 0);
+	if (!anc)
+		return 0;
+	kf_emit(sk, bpf_get_socket_cookie(sk), KF_EV_DESTROY, 0, 0, anc);
+	return 0;
+}
+
+/*
+ * One snapshot per TCP connection of the namespace the iterator is opened in: start-up pick-up
+ * and the active timeout, at no fast-path cost. Written with bpf_seq_write, same layout.
+ */
+SEC("iter/tcp")
+int kf_iter_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct kf_ancillary *anc;
+	struct kf_event e = {};
+	struct tcp_sock *tp;
+	struct sock *sk;
+	int flags;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	state = skc->skc_state;
+	if (state == TCP_LISTEN || state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0;
+	sk = (struct sock *)tp;
+	if (!kf_netns_ok(sk))
+		return 0;
+	anc = kf_anc(sk);
+	/*
+	 * Pre-existing sockets never passed our sockops hooks: give them the RTO callback now
+	 * (kernels before 6.13 refuse this option; they only miss those sockets' RTO events).
+	 */
+	flags = tp->bpf_sock_ops_cb_flags;
+	if (kf_iter_enable_callbacks && (flags & KF_CB_FLAGS) != KF_CB_FLAGS) {
+		flags |= KF_CB_FLAGS;
+		bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS, &flags, sizeof(flags));
+	}
+	kf_fill(&e, sk, bpf_get_socket_cookie(tp), KF_EV_SNAPSHOT, state, 0, anc);
+	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
+	return 0;
+}
+
+/*
+ * Opt-in per-packet mode (not attached by default): runs on every segment a connection
+ * receives. It measures what no rare hook can, the out-of-order distance (bytes between a
+ * segment's sequence number and rcv_nxt), and it reads the full counter snapshot each time,
+ * as a naive monitor polling the socket per packet would: the overhead benchmark's baseline.
+ */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(kf_naive_probe, struct sock *sk, const struct sk_buff *skb)
+{
+	const struct tcp_skb_cb *tcb = (const void *)skb->cb;
+	const struct tcp_sock *tp = (const void *)sk;
+	struct kf_ancillary *anc;
+	struct kf_event *scratch;
+	__u32 zero = 0, seq, rcv_nxt, dist;
+
+	if (!kf_netns_ok(sk))
+		return 0;
+	scratch = bpf_map_lookup_elem(&kf_scratch, &zero);
+	if (!scratch)
+		return 0;
+	kf_fill_counters(scratch, sk);
+	seq = BPF_CORE_READ(tcb, seq);
+	rcv_nxt = BPF_CORE_READ(tp, rcv_nxt);
+	dist = seq - rcv_nxt;
+	/* after(seq, rcv_nxt) in sequence space. */
+	if ((__s32)dist <= 0)
+		return 0;
+	anc = kf_anc(sk);
+	if (!anc)
+		return 0;
+	__sync_fetch_and_add(&anc->ofo_dist_count, 1);
+	__sync_fetch_and_add(&anc->ofo_dist_sum, dist);
+	__sync_fetch_and_add(&anc->ofo_dist_sumsq, (__u64)dist * dist);
+	return 0;
+}
