@@ -1,0 +1,363 @@
+/**
+ * The connection table: every tracked TCP connection keyed by socket cookie, its FSM state and
+ * its open profile window. Events go in (`apply`); closed windows come out through `onWindow`,
+ * for the profile builder. The table is bounded: past `maxConnections` the least recently active
+ * connection is evicted with a DESYNC profile (and counted).
+ */
+import {
+  classify,
+  isFinState,
+  isTerminal,
+  next,
+  resumeState,
+  STATE,
+  type State,
+  TCP_STATE,
+  type Transition,
+} from './fsm.js';
+import { type AncillaryCounters, EVENT_KIND, type ProbeEvent, type TcpCounters } from './probe-event.js';
+
+/** Counters and ancillary state at one instant (a probe event satisfies it). */
+export interface Snapshot {
+  tsNs: bigint;
+  counters: TcpCounters;
+  ancillary: AncillaryCounters;
+}
+
+/** All-zero kernel counters: the baseline of a socket the agent saw from its creation. */
+export const ZERO_COUNTERS: Readonly<TcpCounters> = Object.freeze({
+  bytesAcked: 0,
+  bytesReceived: 0,
+  bytesSent: 0,
+  bytesRetrans: 0,
+  segsIn: 0,
+  segsOut: 0,
+  dataSegsIn: 0,
+  dataSegsOut: 0,
+  totalRetrans: 0,
+  srttUs: 0,
+  mdevUs: 0,
+  rcvOoopack: 0,
+  dsackDups: 0,
+  reordSeen: 0,
+  totalRto: 0,
+  totalRtoRecoveries: 0,
+  delivered: 0,
+  sndCwnd: 0,
+  unackedBytes: 0,
+});
+
+/** All-zero ancillary counters. */
+export const ZERO_ANCILLARY: Readonly<AncillaryCounters> = Object.freeze({
+  synNs: 0n,
+  synRetrans: 0,
+  dupPackets: 0,
+  dupOctets: 0,
+  badChecksums: 0,
+  stalls: 0,
+});
+
+/** One tracked connection. */
+export interface Connection {
+  readonly cookie: bigint;
+  readonly flowId: bigint;
+  netns: number;
+  ipVersion: 4 | 6;
+  localAddress: string;
+  remoteAddress: string;
+  localPort: number;
+  remotePort: number;
+  mptcpSubflow: boolean;
+  state: State;
+  /** State that opened the current window (its flowStartReason). */
+  startReason: State;
+  /** FSM state when the current window opened: NEW marks the handshake window. */
+  windowState: State;
+  /** Baseline of the current window; its tsNs is the window's start. */
+  windowStart: Snapshot;
+  /** The latest event seen. */
+  last: Snapshot;
+  /** RTT samples (events with srtt > 0) in the current window, and their sums. */
+  rttSamples: number;
+  srttSumUs: number;
+  mdevSumUs: number;
+  sawFin: boolean;
+  resetSeen: boolean;
+  /** Picked up already open (by a snapshot or another event), not from its first SYN. */
+  readonly adopted: boolean;
+}
+
+/** A closed profile window: what the builder turns into one profile record. */
+export interface ProfileWindow {
+  readonly conn: Connection;
+  readonly startReason: State;
+  readonly endReason: State;
+  /** True for the window that began in NEW (handshake, or an attempt that never established). */
+  readonly handshake: boolean;
+  readonly start: Snapshot;
+  readonly end: Snapshot;
+  readonly rttSamples: number;
+  readonly srttSumUs: number;
+  readonly mdevSumUs: number;
+}
+
+/** Table settings. */
+export interface ConnectionTableOptions {
+  /** Most connections tracked at once. Default 100,000. */
+  maxConnections?: number;
+  /** Active timeout, ns: an ESTABLISHED (or UPDATE) window older than this is closed. Default 60 s. */
+  activeTimeoutNs?: bigint;
+  /** flowId of a cookie (same for every profile of the connection). */
+  flowId: (cookie: bigint) => bigint;
+  /** Receives each closed window, synchronously. */
+  onWindow: (w: ProfileWindow) => void;
+}
+
+/** Counters of the table's own work, for metrics. */
+export interface ConnectionTableStats {
+  /** Connections seen from their start (connect, passive established, handshake snapshot). */
+  created: number;
+  /** Connections picked up already established (snapshot or other event of an unknown cookie). */
+  adopted: number;
+  /** Connections evicted because the table was full. */
+  evicted: number;
+  /** Connections removed after their socket was destroyed. */
+  removed: number;
+  /** Events of unknown cookies that carried nothing to track (listeners, closes, late resets). */
+  ignored: number;
+  /** Windows closed, i.e. profiles handed to the builder. */
+  windows: number;
+}
+
+/** The connection table. */
+export class ConnectionTable {
+  readonly maxConnections: number;
+  readonly activeTimeoutNs: bigint;
+  readonly stats: ConnectionTableStats = {
+    created: 0,
+    adopted: 0,
+    evicted: 0,
+    removed: 0,
+    ignored: 0,
+    windows: 0,
+  };
+  // Insertion order is recency order: every event moves its connection to the end.
+  private readonly conns = new Map<bigint, Connection>();
+  private readonly flowId: (cookie: bigint) => bigint;
+  private readonly onWindow: (w: ProfileWindow) => void;
+
+  constructor(options: ConnectionTableOptions) {
+    this.maxConnections = options.maxConnections ?? 100_000;
+    if (!Number.isInteger(this.maxConnections) || this.maxConnections < 1)
+      throw new RangeError(`maxConnections ${this.maxConnections} is not a positive integer`);
+    this.activeTimeoutNs = options.activeTimeoutNs ?? 60_000_000_000n;
+    this.flowId = options.flowId;
+    this.onWindow = options.onWindow;
+  }
+
+  /** Connections tracked now. */
+  get size(): number {
+    return this.conns.size;
+  }
+
+  /** The connection of a cookie, if tracked. */
+  get(cookie: bigint): Connection | undefined {
+    return this.conns.get(cookie);
+  }
+
+  /** Every tracked connection, least recently active first. */
+  connections(): IterableIterator<Connection> {
+    return this.conns.values();
+  }
+
+  /** Applies one event: creates, advances or removes its connection, closing windows on the way. */
+  apply(ev: ProbeEvent): void {
+    let c = this.conns.get(ev.cookie);
+    if (c === undefined) {
+      c = this.open(ev);
+      if (c === undefined) {
+        this.stats.ignored++;
+        return;
+      }
+    } else {
+      this.conns.delete(ev.cookie);
+      this.conns.set(ev.cookie, c);
+      this.advance(c, ev);
+    }
+    if (ev.kind === EVENT_KIND.destroy) {
+      this.conns.delete(c.cookie);
+      this.stats.removed++;
+    }
+  }
+
+  private advance(c: Connection, ev: ProbeEvent): void {
+    c.last = ev;
+    if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
+    if (isTerminal(c.state)) return;
+    if (c.state === STATE.DESYNC) {
+      c.state = resumeState(ev.tcpState);
+      c.windowState = c.state;
+    }
+    if (ev.counters.srttUs > 0) {
+      c.rttSamples++;
+      c.srttSumUs += ev.counters.srttUs;
+      c.mdevSumUs += ev.counters.mdevUs;
+    }
+    const input = classify(ev, c);
+    if (ev.kind === EVENT_KIND.resetSent || ev.kind === EVENT_KIND.resetReceived) c.resetSeen = true;
+    if ((ev.kind === EVENT_KIND.state && isFinState(ev.arg1)) || isFinState(ev.tcpState)) c.sawFin = true;
+    const due = ev.tsNs - c.windowStart.tsNs >= this.activeTimeoutNs;
+    const t = next(c.state, input, due);
+    if (t !== null) this.take(c, t, ev);
+  }
+
+  private take(c: Connection, t: Transition, end: Snapshot): void {
+    if (t.profile) this.close(c, t.to, end);
+    c.state = t.to;
+  }
+
+  /** Closes the current window of `c` with `endReason` at `end`, and opens the next one there. */
+  private close(c: Connection, endReason: State, end: Snapshot): void {
+    let { rttSamples, srttSumUs, mdevSumUs } = c;
+    if (rttSamples === 0 && end.counters.srttUs > 0) {
+      // A window with no event of its own (DESYNC right after it opened) takes the last RTT known.
+      rttSamples = 1;
+      srttSumUs = end.counters.srttUs;
+      mdevSumUs = end.counters.mdevUs;
+    }
+    this.stats.windows++;
+    this.onWindow({
+      conn: c,
+      startReason: c.startReason,
+      endReason,
+      handshake: c.windowState === STATE.NEW,
+      start: c.windowStart,
+      end,
+      rttSamples,
+      srttSumUs,
+      mdevSumUs,
+    });
+    c.startReason = endReason;
+    c.windowState = endReason;
+    c.windowStart = end;
+    c.rttSamples = 0;
+    c.srttSumUs = 0;
+    c.mdevSumUs = 0;
+  }
+
+  /** Starts tracking the cookie of `ev`, or returns undefined when there is nothing to track. */
+  private open(ev: ProbeEvent): Connection | undefined {
+    switch (ev.kind) {
+      case EVENT_KIND.connect:
+        return this.add(ev, STATE.NEW, false);
+      case EVENT_KIND.activeEstablished:
+      case EVENT_KIND.passiveEstablished: {
+        // Seen from its handshake (the accepting side has no earlier event): the handshake profile.
+        const c = this.add(ev, STATE.NEW, false);
+        this.advance(c, ev);
+        return c;
+      }
+      case EVENT_KIND.destroy:
+      case EVENT_KIND.resetSent:
+      case EVENT_KIND.resetReceived:
+        return undefined;
+      case EVENT_KIND.state:
+        if (ev.arg1 === TCP_STATE.CLOSE || ev.arg1 === TCP_STATE.TIME_WAIT) return undefined;
+        return this.adopt(ev);
+      default:
+        return this.adopt(ev);
+    }
+  }
+
+  /** A connection the agent did not see start: tracked from this event on. */
+  private adopt(ev: ProbeEvent): Connection | undefined {
+    const s = ev.tcpState;
+    if (
+      s === TCP_STATE.LISTEN ||
+      s === TCP_STATE.CLOSE ||
+      s === TCP_STATE.TIME_WAIT ||
+      s === TCP_STATE.NEW_SYN_RECV
+    )
+      return undefined;
+    // Still in its handshake: nothing happened yet but the SYN, so it is followed as a new one.
+    if (s === TCP_STATE.SYN_SENT || s === TCP_STATE.SYN_RECV) {
+      return this.add(ev, STATE.NEW, false);
+    }
+    return this.add(ev, STATE.ESTABLISHED, true);
+  }
+
+  private add(ev: ProbeEvent, state: State, adopted: boolean): Connection {
+    if (this.conns.size >= this.maxConnections) this.evictOldest();
+    // A connection seen from its start counts from zero, so its profiles add up to the kernel's
+    // totals; an adopted one counts from the snapshot it was found with.
+    const start: Snapshot = adopted
+      ? ev
+      : {
+          tsNs: ev.ancillary.synNs > 0n && ev.ancillary.synNs <= ev.tsNs ? ev.ancillary.synNs : ev.tsNs,
+          counters: ZERO_COUNTERS,
+          ancillary: ZERO_ANCILLARY,
+        };
+    const c: Connection = {
+      cookie: ev.cookie,
+      flowId: this.flowId(ev.cookie),
+      netns: ev.netns,
+      ipVersion: ev.ipVersion,
+      localAddress: ev.localAddress,
+      remoteAddress: ev.remoteAddress,
+      localPort: ev.localPort,
+      remotePort: ev.remotePort,
+      mptcpSubflow: ev.mptcpSubflow,
+      state,
+      startReason: state,
+      windowState: state,
+      windowStart: start,
+      last: ev,
+      rttSamples: 0,
+      srttSumUs: 0,
+      mdevSumUs: 0,
+      sawFin: isFinState(ev.tcpState),
+      resetSeen: false,
+      adopted,
+    };
+    this.conns.set(ev.cookie, c);
+    if (adopted) this.stats.adopted++;
+    else this.stats.created++;
+    return c;
+  }
+
+  private identify(c: Connection, ev: ProbeEvent): void {
+    c.netns = ev.netns;
+    c.ipVersion = ev.ipVersion;
+    c.localAddress = ev.localAddress;
+    c.remoteAddress = ev.remoteAddress;
+    c.localPort = ev.localPort;
+    c.remotePort = ev.remotePort;
+  }
+
+  private evictOldest(): void {
+    const oldest = this.conns.values().next();
+    if (oldest.done) return;
+    const c = oldest.value;
+    this.conns.delete(c.cookie);
+    this.stats.evicted++;
+    if (!isTerminal(c.state) && c.state !== STATE.DESYNC) this.close(c, STATE.DESYNC, c.last);
+  }
+
+  /**
+   * The agent lost track of every connection (events lost, or it is stopping): each open one
+   * gets a DESYNC profile up to its latest event. With `remove` the table is emptied (shutdown,
+   * end of a replay); otherwise each connection resumes from its next event, in a window that
+   * starts with DESYNC. Returns the number of DESYNC profiles.
+   */
+  desyncAll(remove = false): number {
+    let n = 0;
+    for (const c of this.conns.values()) {
+      if (isTerminal(c.state) || c.state === STATE.DESYNC) continue;
+      this.close(c, STATE.DESYNC, c.last);
+      c.state = STATE.DESYNC;
+      n++;
+    }
+    if (remove) this.conns.clear();
+    return n;
+  }
+}

@@ -1,0 +1,31 @@
+/**
+ * The catalogue of agent errors. Codes are stable: callers, logs and metrics match on `code`.
+ * docs/errors.md lists every code (a test keeps the two in step).
+ */
+export const AGT_ERRORS = {
+  AGT_ERR_CONFIG: 'invalid configuration',
+  AGT_ERR_CONFIG_FILE: 'configuration file unreadable',
+  AGT_ERR_NOT_IMPLEMENTED: 'not implemented yet',
+  AGT_ERR_SOURCE_UNAVAILABLE: 'event source unavailable',
+  AGT_ERR_SOURCE: 'event source failed',
+  AGT_ERR_EXPORT: 'export transport failure',
+  AGT_ERR_TLS: 'TLS setup failed',
+  AGT_ERR_SPOOL: 'spool failure',
+  AGT_ERR_PROFILE: 'profile refused by the encoder',
+  AGT_ERR_METRICS_LISTEN: 'cannot listen for /metrics',
+  AGT_ERR_CLOSED: 'closed',
+} as const;
+
+/** A stable agent error code. */
+export type AgentErrorCode = keyof typeof AGT_ERRORS;
+
+/** An agent error with a stable code. */
+export class AgentError extends Error {
+  readonly code: AgentErrorCode;
+
+  constructor(code: AgentErrorCode, detail?: string, options?: { cause?: unknown }) {
+    super(detail ? `${AGT_ERRORS[code]}: ${detail}` : AGT_ERRORS[code], options);
+    this.name = 'AgentError';
+    this.code = code;
+  }
+}

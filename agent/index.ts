@@ -1,0 +1,94 @@
+/**
+ * agent/: probe events → connection table + FSM → profile builder → IPFIX exporter. The one
+ * public entry of the agent box.
+ */
+export { Agent, type AgentEnd, type AgentOptions, type AgentStats, type EventRecorder } from './agent.js';
+export {
+  type Connection,
+  ConnectionTable,
+  type ConnectionTableOptions,
+  type ConnectionTableStats,
+  type ProfileWindow,
+  type Snapshot,
+  ZERO_ANCILLARY,
+  ZERO_COUNTERS,
+} from './connection-table.js';
+export { AGT_ERRORS, AgentError, type AgentErrorCode } from './errors.js';
+export {
+  type EventSink,
+  type EventSource,
+  IterableSource,
+  MemorySource,
+  type SourceItem,
+} from './event-source.js';
+export {
+  type ExportTarget,
+  formatExportTarget,
+  IPFIX_PORT,
+  IPFIX_TLS_PORT,
+  parseExportTarget,
+} from './export-target.js';
+export {
+  Exporter,
+  type ExporterOptions,
+  type ExporterStats,
+  type ExporterTlsOptions,
+} from './exporter.js';
+export {
+  type ClassifyContext,
+  classify,
+  FSM_INPUTS,
+  type FsmInput,
+  isFinState,
+  isTerminal,
+  next,
+  resumeState,
+  STATE,
+  STATE_NAME,
+  STATES,
+  type State,
+  TCP_CA_OPEN,
+  TCP_STATE,
+  TRANSITIONS,
+  type Transition,
+} from './fsm.js';
+export { AGENT_METRIC_PREFIX, createAgentRegistry } from './metrics.js';
+export {
+  type AncillaryCounters,
+  EVENT_KIND,
+  type EventKind,
+  type ProbeEvent,
+  type TcpCounters,
+} from './probe-event.js';
+export {
+  type AgentClock,
+  defaultBootId,
+  flowIdOf,
+  measureClockOffset,
+  type Profile,
+  ProfileBuilder,
+  type ProfileBuilderOptions,
+  type ProfileBuilderStats,
+  systemClock,
+} from './profile-builder.js';
+export {
+  ProfileQueue,
+  type ProfileQueueOptions,
+  parseSpoolLine,
+  type QueueDrops,
+  spoolLine,
+} from './profile-queue.js';
+export {
+  availableKpis,
+  type KpiField,
+  MPTCP_META_KPI_FIELDS,
+  mappedAddress,
+  mptcpMetaFields,
+  mptcpSubflowFields,
+  PROFILE_IDENTITY_FIELDS,
+  PROFILE_TEMPLATE_IDS,
+  type ProfileTemplate,
+  profileTemplates,
+  TCP_KPI_FIELDS,
+  tcpProfileFields,
+} from './profile-templates.js';

@@ -1,0 +1,121 @@
+/**
+ * THE definition of kpiflow's profile IPFIX templates: which elements a profile record carries,
+ * in which order, and which kernel counters each KPI needs. The agent's exporter, tests,
+ * benchmarks and the demo all take their templates from here.
+ *
+ * Addresses are always sourceIPv6Address/destinationIPv6Address (IPv4 as v4-mapped ::ffff:a.b.c.d)
+ * plus ipVersion, so one template id serves both families; the local side of the socket is the
+ * source. A KPI whose counter the running kernel lacks is left out of the template, never sent as 0.
+ */
+import type { TcpCounters } from './probe-event.js';
+
+/** Template ids of profiles (the collector's PROFILE_TEMPLATES). */
+export const PROFILE_TEMPLATE_IDS = { tcp: 47561, mptcpMeta: 47563, mptcpSubflow: 47564 } as const;
+
+/** Identity and time fields every profile starts with. */
+export const PROFILE_IDENTITY_FIELDS = [
+  'flowId',
+  'sourceIPv6Address',
+  'destinationIPv6Address',
+  'ipVersion',
+  'sourceTransportPort',
+  'destinationTransportPort',
+  'flowStartMilliseconds',
+  'flowEndMilliseconds',
+  'flowStartReason',
+  'flowEndReason',
+] as const;
+
+/** A KPI field of a profile and the kernel counters (TcpCounters) it is computed from. */
+export interface KpiField {
+  /** IPFIX element name (IANA or kpiflow's PEN), as the collector names its column. */
+  name: string;
+  /** TcpCounters fields it needs; empty for KPIs from the probes' own (ancillary) state. */
+  needs: readonly (keyof TcpCounters)[];
+}
+
+/** KPIs of a TCP profile, in template order. */
+export const TCP_KPI_FIELDS: readonly KpiField[] = [
+  { name: 'transferredOctetTotalCount', needs: ['bytesAcked'] },
+  { name: 'receivedOctetTotalCount', needs: ['bytesReceived'] },
+  { name: 'droppedOctetTotalCount', needs: ['bytesRetrans'] },
+  { name: 'retransmittedPacketTotalCount', needs: ['totalRetrans'] },
+  { name: 'stallCount', needs: [] },
+  { name: 'reorderingPacketCount', needs: ['rcvOoopack'] },
+  { name: 'duplicatePacketTotalCount', needs: [] },
+  { name: 'duplicateOctetTotalCount', needs: [] },
+  { name: 'dsackCount', needs: ['dsackDups'] },
+  { name: 'reorderSeenCount', needs: ['reordSeen'] },
+  { name: 'rtoRecoveryCount', needs: ['totalRtoRecoveries'] },
+  { name: 'checksumErrorCount', needs: [] },
+  { name: 'synRetransmissionCount', needs: [] },
+  { name: 'timeToEstablishMilliseconds', needs: [] },
+  { name: 'meanLatencyMicroseconds', needs: ['srttUs'] },
+  { name: 'latencyJitterMicroseconds', needs: ['mdevUs'] },
+  { name: 'meanLatencyMilliseconds', needs: ['srttUs'] },
+];
+
+/**
+ * KPIs only MPTCP meta sockets have (issue "MPTCP"): defined so the template ids are reserved
+ * with their Flowcorder meaning; nothing fills them yet.
+ */
+export const MPTCP_META_KPI_FIELDS: readonly KpiField[] = [
+  { name: 'transferredOctetTotalCount', needs: ['bytesAcked'] },
+  { name: 'receivedOctetTotalCount', needs: ['bytesReceived'] },
+  { name: 'subflowCount', needs: [] },
+  { name: 'rcvBufOctetCount', needs: [] },
+  { name: 'headOfLineStallCount', needs: [] },
+  { name: 'reinjectionOctetIn', needs: [] },
+  { name: 'reinjectionOctetOut', needs: [] },
+  { name: 'reinjectionPacketIn', needs: [] },
+  { name: 'reinjectionPacketOut', needs: [] },
+];
+
+/** The KPI fields of `kpis` that the kernel can fill, given the counters it lacks. */
+export function availableKpis(
+  kpis: readonly KpiField[],
+  missing: Iterable<keyof TcpCounters> = [],
+): KpiField[] {
+  const lacking = new Set(missing);
+  return kpis.filter((k) => k.needs.every((c) => !lacking.has(c)));
+}
+
+/** Field list of the TCP profile template (47561). */
+export function tcpProfileFields(missing: Iterable<keyof TcpCounters> = []): string[] {
+  return [...PROFILE_IDENTITY_FIELDS, ...availableKpis(TCP_KPI_FIELDS, missing).map((k) => k.name)];
+}
+
+/**
+ * Field list of the MPTCP subflow template (47564): a subflow is a TCP connection, so the TCP
+ * KPIs. Its path index and reinjections join when the MPTCP probes exist to fill them (a field
+ * nothing measures would go out as a false zero).
+ */
+export function mptcpSubflowFields(missing: Iterable<keyof TcpCounters> = []): string[] {
+  return tcpProfileFields(missing);
+}
+
+/** Field list of the MPTCP meta-connection template (47563). */
+export function mptcpMetaFields(missing: Iterable<keyof TcpCounters> = []): string[] {
+  return [...PROFILE_IDENTITY_FIELDS, ...availableKpis(MPTCP_META_KPI_FIELDS, missing).map((k) => k.name)];
+}
+
+/** One template: id and field names. */
+export interface ProfileTemplate {
+  id: number;
+  fields: string[];
+}
+
+/** Every profile template for a kernel lacking `missing` counters, in id order. */
+export function profileTemplates(missing: Iterable<keyof TcpCounters> = []): ProfileTemplate[] {
+  const m = [...missing];
+  return [
+    { id: PROFILE_TEMPLATE_IDS.tcp, fields: tcpProfileFields(m) },
+    { id: PROFILE_TEMPLATE_IDS.mptcpMeta, fields: mptcpMetaFields(m) },
+    { id: PROFILE_TEMPLATE_IDS.mptcpSubflow, fields: mptcpSubflowFields(m) },
+  ];
+}
+
+/** The v4-mapped IPv6 text of an IPv4 address; IPv6 text is returned as it is. */
+export function mappedAddress(address: string, ipVersion: 4 | 6): string {
+  return ipVersion === 4 ? `::ffff:${address}` : address;
+}
