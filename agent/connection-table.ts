@@ -14,6 +14,7 @@ import {
   type State,
   TCP_STATE,
   type Transition,
+  tcpStateBefore,
 } from './fsm.js';
 import { type AncillaryCounters, EVENT_KIND, type ProbeEvent, type TcpCounters } from './probe-event.js';
 
@@ -195,7 +196,7 @@ export class ConnectionTable {
     if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
     if (isTerminal(c.state)) return;
     if (c.state === STATE.DESYNC) {
-      c.state = resumeState(ev.tcpState);
+      c.state = resumeState(tcpStateBefore(ev));
       c.windowState = c.state;
     }
     if (ev.counters.srttUs > 0) {

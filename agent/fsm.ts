@@ -161,6 +161,18 @@ export function resumeState(tcpState: number): State {
     : STATE.ESTABLISHED;
 }
 
+/**
+ * The socket's TCP state just before `ev` happened: a state change carries the old state, and a
+ * handshake callback comes from a socket that was still in its handshake. Resuming from it lets
+ * the event itself still make its transition.
+ */
+export function tcpStateBefore(ev: ProbeEvent): number {
+  if (ev.kind === EVENT_KIND.state) return ev.arg0;
+  if (ev.kind === EVENT_KIND.activeEstablished) return TCP_STATE.SYN_SENT;
+  if (ev.kind === EVENT_KIND.passiveEstablished) return TCP_STATE.SYN_RECV;
+  return ev.tcpState;
+}
+
 /** TCP states after the local or remote side sent its FIN: a close from them is orderly. */
 const FIN_STATES: ReadonlySet<number> = new Set([
   TCP_STATE.FIN_WAIT1,

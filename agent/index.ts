@@ -51,6 +51,7 @@ export {
   TCP_STATE,
   TRANSITIONS,
   type Transition,
+  tcpStateBefore,
 } from './fsm.js';
 export { AGENT_METRIC_PREFIX, createAgentRegistry } from './metrics.js';
 export {
