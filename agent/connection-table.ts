@@ -128,6 +128,8 @@ export interface ConnectionTableStats {
   ignored: number;
   /** Windows closed, i.e. profiles handed to the builder. */
   windows: number;
+  /** Events older than the connection's latest (a ring event overtaken by an iterator snapshot). */
+  stale: number;
 }
 
 /** The connection table. */
@@ -141,6 +143,7 @@ export class ConnectionTable {
     removed: 0,
     ignored: 0,
     windows: 0,
+    stale: 0,
   };
   // Insertion order is recency order: every event moves its connection to the end.
   private readonly conns = new Map<bigint, Connection>();
@@ -192,6 +195,12 @@ export class ConnectionTable {
   }
 
   private advance(c: Connection, ev: ProbeEvent): void {
+    // Events of one socket reach the ring in order; only an iterator snapshot can overtake some,
+    // and it already carries their counters: the older event has nothing left to say.
+    if (ev.tsNs < c.last.tsNs) {
+      this.stats.stale++;
+      return;
+    }
     c.last = ev;
     if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
     if (isTerminal(c.state)) return;

@@ -4,6 +4,17 @@
  */
 export { Agent, type AgentEnd, type AgentOptions, type AgentStats, type EventRecorder } from './agent.js';
 export {
+  AGENT_DEFAULTS,
+  AGENT_USAGE,
+  type AgentConfig,
+  parseAgentArgs,
+  parseDuration,
+  parseHostPort,
+  parseSize,
+  parseSource,
+  type SourceSpec,
+} from './config.js';
+export {
   type Connection,
   ConnectionTable,
   type ConnectionTableOptions,
@@ -53,6 +64,7 @@ export {
   type Transition,
   tcpStateBefore,
 } from './fsm.js';
+export { type LiveSourceOptions, openLiveSource } from './live-source.js';
 export { AGENT_METRIC_PREFIX, createAgentRegistry } from './metrics.js';
 export {
   type AncillaryCounters,

@@ -6,6 +6,7 @@ import { createReadStream, existsSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { CollectorError } from '../collector/index.js';
 import { dumpIpfix } from '../ipfix/index.js';
+import { runAgent } from './agent.js';
 import { runCollect } from './collect.js';
 import { runDemo } from './demo.js';
 
@@ -66,8 +67,7 @@ async function main(argv: string[]): Promise<number> {
     case 'collect':
       return runCollect(rest);
     case 'agent':
-      process.stderr.write(`kpiflow ${cmd}: not built yet (see the project's open issues)\n`);
-      return 1;
+      return runAgent(rest);
     case undefined:
     case '-h':
     case '--help':

@@ -1,0 +1,255 @@
+/**
+ * `kpiflow agent` options: flags override the JSON config file, which overrides the defaults.
+ * Every option is validated with a message that names it (the flag, or `FILE: key`).
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { AgentError } from './errors.js';
+import { type ExportTarget, parseExportTarget } from './export-target.js';
+
+/** Where events come from. */
+export type SourceSpec = { kind: 'live' } | { kind: 'events' | 'pcap'; path: string };
+
+/** The agent's validated settings. */
+export interface AgentConfig {
+  source: SourceSpec;
+  export: ExportTarget;
+  /** Tee the raw event stream to this file (issue 5). */
+  record: string | null;
+  activeTimeoutMs: number;
+  maxConnections: number;
+  /** Prometheus /metrics listener, or null. */
+  metrics: { host: string; port: number } | null;
+  /** On-disk spool for profiles the collector cannot take yet; null keeps memory only. */
+  spoolDir: string | null;
+  spoolMaxBytes: number;
+  /** Profiles kept in memory before the oldest go to the spool (or are dropped). */
+  queueSize: number;
+  tlsCa: string | null;
+  tlsCert: string | null;
+  tlsKey: string | null;
+  observationDomainId: number;
+  maxMessageSize: number;
+  flushIntervalMs: number;
+  templateRefreshMs: number;
+  logLevel: string;
+}
+
+/** Defaults: live probes, UDP to a collector on this host, no metrics, memory queue only. */
+export const AGENT_DEFAULTS: AgentConfig = {
+  source: { kind: 'live' },
+  export: { kind: 'udp', host: '127.0.0.1', port: 4739 },
+  record: null,
+  activeTimeoutMs: 60_000,
+  maxConnections: 100_000,
+  metrics: null,
+  spoolDir: null,
+  spoolMaxBytes: 64 * 1024 * 1024,
+  queueSize: 10_000,
+  tlsCa: null,
+  tlsCert: null,
+  tlsKey: null,
+  observationDomainId: 1,
+  maxMessageSize: 1400,
+  flushIntervalMs: 200,
+  templateRefreshMs: 60_000,
+  logLevel: 'info',
+};
+
+/** Command-line flags and the config-file key each sets. */
+const FLAGS = {
+  source: 'source',
+  export: 'export',
+  record: 'record',
+  'active-timeout': 'activeTimeout',
+  'max-connections': 'maxConnections',
+  metrics: 'metrics',
+  'spool-dir': 'spoolDir',
+  'spool-max': 'spoolMax',
+  'queue-size': 'queueSize',
+  'tls-ca': 'tlsCa',
+  'tls-cert': 'tlsCert',
+  'tls-key': 'tlsKey',
+  'observation-domain': 'observationDomain',
+  'max-message-size': 'maxMessageSize',
+  'flush-interval': 'flushInterval',
+  'template-refresh': 'templateRefresh',
+  'log-level': 'logLevel',
+} as const;
+
+/** Usage text of `kpiflow agent`. */
+export const AGENT_USAGE = `usage: kpiflow agent [options]
+
+  --source live|events:FILE|pcap:FILE   where events come from (default live; replay: issue 5)
+  --export URL              udp://H:P (default udp://127.0.0.1:4739), tcp://H:P, tls://H:P, file:PATH
+  --active-timeout S        long connections report at least this often (default 60s)
+  --max-connections N       connections tracked at once (default 100000)
+  --metrics H:P|off         serve Prometheus /metrics (default off)
+  --spool-dir DIR           keep profiles on disk while the collector is down (default: memory only)
+  --spool-max SIZE          largest spool, e.g. 64M (default 64M); the oldest profiles go first
+  --queue-size N            profiles kept in memory (default 10000)
+  --tls-ca FILE, --tls-cert FILE, --tls-key FILE   TLS export (tls://)
+  --observation-domain N    IPFIX observation domain id (default 1)
+  --max-message-size N      bytes per IPFIX message (default 1400)
+  --flush-interval D        longest a profile waits for a message to fill (default 200ms)
+  --template-refresh D      UDP template refresh (default 60s)
+  --record FILE             tee the raw event stream (issue 5)
+  --config FILE             JSON with the same options in camelCase (activeTimeout, export, ...)
+  --log-level L             pino level (default info)
+`;
+
+const bad = (option: string, why: string) => new AgentError('AGT_ERR_CONFIG', `${option}: ${why}`);
+
+/** Parses HOST:PORT ([v6]:PORT too), or "off". */
+export function parseHostPort(option: string, v: unknown): { host: string; port: number } | null {
+  if (v === 'off' || v === null || v === false) return null;
+  if (typeof v !== 'string') throw bad(option, 'expected HOST:PORT or off');
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s[\]]+)):(\d{1,5})$/.exec(v);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) throw bad(option, `${JSON.stringify(v)} is not HOST:PORT (port 0-65535) or off`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** Parses a duration: a number with ms, s, m, h; a bare number is in `bareUnit` ('s' or 'ms'). */
+export function parseDuration(option: string, v: unknown, bareUnit: 's' | 'ms' = 'ms'): number {
+  const text = typeof v === 'number' ? String(v) : v;
+  const m = typeof text === 'string' ? /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim()) : null;
+  if (!m) throw bad(option, `${JSON.stringify(v)} is not a duration like 500ms, 30s, 5m or 1h`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? bareUnit) as 'ms'];
+  return Math.round(Number(m[1]) * unit);
+}
+
+/** Parses a size in bytes: a number with an optional K, M or G (powers of 1024). */
+export function parseSize(option: string, v: unknown): number {
+  const text = typeof v === 'number' ? String(v) : v;
+  const m = typeof text === 'string' ? /^(\d+)([KMG]i?B?)?$/i.exec(text.trim()) : null;
+  if (!m) throw bad(option, `${JSON.stringify(v)} is not a size like 65536, 512K or 64M`);
+  const unit = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 }[(m[2] ?? '').charAt(0).toLowerCase() as ''];
+  return Number(m[1]) * unit;
+}
+
+function parseInteger(option: string, v: unknown, min: number, max: number): number {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max)
+    throw bad(option, `${JSON.stringify(v)} is not an integer from ${min} to ${max}`);
+  return n;
+}
+
+function str(option: string, v: unknown): string {
+  if (typeof v !== 'string' || v === '') throw bad(option, 'expected a non-empty string');
+  return v;
+}
+
+/** Parses `live`, `events:FILE` or `pcap:FILE`. */
+export function parseSource(option: string, v: unknown): SourceSpec {
+  if (v === 'live') return { kind: 'live' };
+  const m = typeof v === 'string' ? /^(events|pcap):(.+)$/.exec(v) : null;
+  if (!m) throw bad(option, `${JSON.stringify(v)} is not live, events:FILE or pcap:FILE`);
+  return { kind: m[1] as 'events' | 'pcap', path: m[2]! };
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new AgentError('AGT_ERR_CONFIG_FILE', `${path}: ${(err as Error).message}`);
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (err) {
+    throw new AgentError('AGT_ERR_CONFIG_FILE', `${path}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
+    throw new AgentError('AGT_ERR_CONFIG_FILE', `${path}: expected a JSON object`);
+  const known = new Set<string>(Object.values(FLAGS));
+  for (const k of Object.keys(obj))
+    if (!known.has(k))
+      throw new AgentError(
+        'AGT_ERR_CONFIG_FILE',
+        `${path}: unknown option ${JSON.stringify(k)} (known: ${[...known].join(', ')})`,
+      );
+  return obj as Record<string, unknown>;
+}
+
+/** Builds the configuration from the arguments after `agent`. Throws AgentError (exit 2). */
+export function parseAgentArgs(argv: string[]): AgentConfig {
+  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+  for (const f of Object.keys(FLAGS)) options[f] = { type: 'string' };
+  let parsed: ReturnType<typeof parseArgs>;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: false, strict: true });
+  } catch (err) {
+    throw new AgentError('AGT_ERR_CONFIG', (err as Error).message);
+  }
+  const flags = parsed.values as Record<string, unknown>;
+  const file = typeof flags['config'] === 'string' ? readConfigFile(flags['config']) : {};
+  const merged: Record<string, unknown> = { ...file };
+  const where: Record<string, string> = {};
+  for (const k of Object.keys(file)) where[k] = `${flags['config']}: ${k}`;
+  for (const [flag, key] of Object.entries(FLAGS)) {
+    if (flags[flag] !== undefined) {
+      merged[key] = flags[flag];
+      where[key] = `--${flag}`;
+    }
+  }
+  const flagOf = (key: string) => Object.entries(FLAGS).find(([, k]) => k === key)?.[0] ?? key;
+  const name = (key: string) => where[key] ?? `--${flagOf(key)}`;
+  const has = (k: string) => merged[k] !== undefined;
+  const c: AgentConfig = { ...AGENT_DEFAULTS };
+  if (has('source')) c.source = parseSource(name('source'), merged['source']);
+  if (has('export')) c.export = parseExportTarget(merged['export'], name('export'));
+  if (has('record')) c.record = str(name('record'), merged['record']);
+  if (has('activeTimeout')) {
+    c.activeTimeoutMs = parseDuration(name('activeTimeout'), merged['activeTimeout'], 's');
+    if (c.activeTimeoutMs < 100 || c.activeTimeoutMs > 86_400_000)
+      throw bad(name('activeTimeout'), `${c.activeTimeoutMs} ms is outside 100ms-24h`);
+  }
+  if (has('maxConnections'))
+    c.maxConnections = parseInteger(name('maxConnections'), merged['maxConnections'], 1, 100_000_000);
+  if (has('metrics')) c.metrics = parseHostPort(name('metrics'), merged['metrics']);
+  if (has('spoolDir'))
+    c.spoolDir = merged['spoolDir'] === 'off' ? null : str(name('spoolDir'), merged['spoolDir']);
+  if (has('spoolMax')) {
+    c.spoolMaxBytes = parseSize(name('spoolMax'), merged['spoolMax']);
+    if (c.spoolMaxBytes < 65_536) throw bad(name('spoolMax'), `${c.spoolMaxBytes} bytes is less than 64K`);
+  }
+  if (has('queueSize')) c.queueSize = parseInteger(name('queueSize'), merged['queueSize'], 1, 10_000_000);
+  if (has('tlsCa')) c.tlsCa = str(name('tlsCa'), merged['tlsCa']);
+  if (has('tlsCert')) c.tlsCert = str(name('tlsCert'), merged['tlsCert']);
+  if (has('tlsKey')) c.tlsKey = str(name('tlsKey'), merged['tlsKey']);
+  if (has('observationDomain'))
+    c.observationDomainId = parseInteger(
+      name('observationDomain'),
+      merged['observationDomain'],
+      0,
+      0xffffffff,
+    );
+  if (has('maxMessageSize'))
+    c.maxMessageSize = parseInteger(name('maxMessageSize'), merged['maxMessageSize'], 512, 65535);
+  if (has('flushInterval')) c.flushIntervalMs = parseDuration(name('flushInterval'), merged['flushInterval']);
+  if (has('templateRefresh'))
+    c.templateRefreshMs = parseDuration(name('templateRefresh'), merged['templateRefresh']);
+  if (has('logLevel')) {
+    const l = merged['logLevel'];
+    if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(String(l)))
+      throw bad(name('logLevel'), `${JSON.stringify(l)} is not a pino level`);
+    c.logLevel = String(l);
+  }
+  // Cross-option rules.
+  const tlsGiven = (['tlsCa', 'tlsCert', 'tlsKey'] as const).find((k) => c[k] !== null);
+  if (tlsGiven && c.export.kind !== 'tls') throw bad(name(tlsGiven), 'TLS files need a tls:// export');
+  if ((c.tlsCert === null) !== (c.tlsKey === null))
+    throw bad(
+      name(c.tlsCert ? 'tlsKey' : 'tlsCert'),
+      'a client certificate needs both --tls-cert and --tls-key',
+    );
+  if (c.source.kind !== 'live')
+    throw new AgentError(
+      'AGT_ERR_NOT_IMPLEMENTED',
+      `${name('source')} ${c.source.kind}:FILE (issue 5); use --source live`,
+    );
+  if (c.record !== null) throw new AgentError('AGT_ERR_NOT_IMPLEMENTED', `${name('record')} FILE (issue 5)`);
+  return c;
+}
