@@ -47,7 +47,7 @@ export function openStore(config: CollectorConfig): Store {
       '--store clickhouse: the ClickHouse store is not built yet; use --store sqlite',
     );
   }
-  return new SqliteStore({ path: config.db });
+  return new SqliteStore({ path: config.db, writerThread: true, sync: config.sqliteSync });
 }
 
 /** Starts a collector; on failure everything already started is stopped again. */
@@ -58,6 +58,7 @@ export async function startCollector(config: CollectorConfig, log: Logger): Prom
     log,
     batchSize: config.batchSize,
     flushIntervalMs: config.flushIntervalMs,
+    maxPendingRows: config.maxPendingRows,
     templateLifetimeMs: config.templateLifetimeMs,
   });
   const listeners: Listener[] = [];

@@ -20,12 +20,16 @@ export interface CollectorConfig {
   http: Endpoint | null;
   db: string;
   store: 'sqlite' | 'clickhouse';
+  /** PRAGMA synchronous of the SQLite writer. */
+  sqliteSync: 'off' | 'normal' | 'full';
   clickhouseUrl: string | null;
   /** Rows older than this are deleted, ms; 0 keeps everything. */
   retentionMs: number;
   apiToken: string | null;
   batchSize: number;
   flushIntervalMs: number;
+  /** Rows received but not yet stored beyond which records are dropped (counted as overload). */
+  maxPendingRows: number;
   templateLifetimeMs: number;
   /** RFC 5655 files ingested at start. */
   ingest: string[];
@@ -45,11 +49,13 @@ export const COLLECTOR_DEFAULTS: CollectorConfig = {
   http: { host: '127.0.0.1', port: 9739 },
   db: 'kpiflow.db',
   store: 'sqlite',
+  sqliteSync: 'normal',
   clickhouseUrl: null,
   retentionMs: 30 * 86_400_000,
   apiToken: null,
   batchSize: 5000,
   flushIntervalMs: 200,
+  maxPendingRows: 200_000,
   templateLifetimeMs: 30 * 60_000,
   ingest: [],
   once: false,
@@ -67,11 +73,13 @@ const FLAGS = {
   http: 'http',
   db: 'db',
   store: 'store',
+  'sqlite-sync': 'sqliteSync',
   'clickhouse-url': 'clickhouseUrl',
   retention: 'retention',
   'api-token': 'apiToken',
   'batch-size': 'batchSize',
   'flush-interval': 'flushInterval',
+  'max-pending': 'maxPendingRows',
   'template-lifetime': 'templateLifetime',
   ingest: 'ingest',
   'log-level': 'logLevel',
@@ -181,12 +189,20 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
       throw bad(name('store'), `${JSON.stringify(s)} is not sqlite or clickhouse`);
     c.store = s;
   }
+  if (has('sqliteSync')) {
+    const v = merged['sqliteSync'];
+    if (v !== 'off' && v !== 'normal' && v !== 'full')
+      throw bad(name('sqliteSync'), `${JSON.stringify(v)} is not off, normal or full`);
+    c.sqliteSync = v;
+  }
   if (has('clickhouseUrl')) c.clickhouseUrl = str(name('clickhouseUrl'), merged['clickhouseUrl']);
   if (has('retention'))
     c.retentionMs = merged['retention'] === 'off' ? 0 : parseDuration(name('retention'), merged['retention']);
   if (has('apiToken')) c.apiToken = str(name('apiToken'), merged['apiToken']);
   if (has('batchSize')) c.batchSize = parseInteger(name('batchSize'), merged['batchSize'], 1, 1_000_000);
   if (has('flushInterval')) c.flushIntervalMs = parseDuration(name('flushInterval'), merged['flushInterval']);
+  if (has('maxPendingRows'))
+    c.maxPendingRows = parseInteger(name('maxPendingRows'), merged['maxPendingRows'], 1, 100_000_000);
   if (has('templateLifetime'))
     c.templateLifetimeMs = parseDuration(name('templateLifetime'), merged['templateLifetime']);
   if (has('ingest')) {

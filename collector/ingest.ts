@@ -31,13 +31,18 @@ export interface IngestOptions {
   batchSize?: number;
   /** Longest a received record waits before it is written, ms. Default 200. */
   flushIntervalMs?: number;
+  /**
+   * Most rows received and not yet stored (waiting or being written). Past it, records are
+   * dropped and counted as `overload` rather than memory growing without bound. Default 200 000.
+   */
+  maxPendingRows?: number;
   /** UDP template lifetime, ms. Default 30 min. */
   templateLifetimeMs?: number;
   clock?: () => number;
 }
 
 /** Why a record or message did not reach the store. */
-export type DropReason = 'decode_error' | 'no_template' | 'store_error';
+export type DropReason = 'decode_error' | 'no_template' | 'store_error' | 'overload';
 
 /** Counters the metrics endpoint reads. */
 export interface IngestCounters {
@@ -105,6 +110,9 @@ export class Ingest {
   private readonly log: Logger;
   private readonly batchSize: number;
   private readonly flushIntervalMs: number;
+  private readonly maxPendingRows: number;
+  /** Rows handed to flushes that have not finished yet. */
+  private writingRows = 0;
   private readonly clock: () => number;
   private profiles: ProfileRow[] = [];
   private flows: FlowRow[] = [];
@@ -118,6 +126,7 @@ export class Ingest {
     this.log = options.log.child({ component: 'ingest' });
     this.batchSize = options.batchSize ?? 5000;
     this.flushIntervalMs = options.flushIntervalMs ?? 200;
+    this.maxPendingRows = options.maxPendingRows ?? 200_000;
     this.clock = options.clock ?? Date.now;
     this.decoder = new IpfixDecoder({ clock: this.clock, templateLifetimeMs: options.templateLifetimeMs });
     this.counters = {
@@ -126,7 +135,7 @@ export class Ingest {
       recordsReceived: 0,
       profilesStored: 0,
       flowsStored: 0,
-      dropped: { decode_error: 0, no_template: 0, store_error: 0 },
+      dropped: { decode_error: 0, no_template: 0, store_error: 0, overload: 0 },
       decodeErrors: {},
       flushes: 0,
       typeRecords: 0,
@@ -230,6 +239,16 @@ export class Ingest {
       this.counters.typeRecords += n;
       return;
     }
+    if (this.profiles.length + this.flows.length + this.writingRows + n > this.maxPendingRows) {
+      // The store is behind by more than the bound: these records cannot be kept.
+      this.counters.dropped.overload += n;
+      if (this.counters.dropped.overload === n)
+        this.log.warn(
+          { pending: this.pending, max: this.maxPendingRows },
+          'store behind, dropping records (overload)',
+        );
+      return;
+    }
     if (isProfileTemplate(set.templateId) && !t.isOptions) {
       acc.profiles += n;
       for (const r of set.records) this.profiles.push(this.profileRow(acc.exporter, set, r, now));
@@ -304,9 +323,9 @@ export class Ingest {
     };
   }
 
-  /** Rows received and not yet written. */
+  /** Rows received and not yet written (waiting, or in a flush that has not finished). */
   get pending(): number {
-    return this.profiles.length + this.flows.length;
+    return this.profiles.length + this.flows.length + this.writingRows;
   }
 
   /** Writes everything received so far. Flushes run one at a time, in order. */
@@ -322,7 +341,12 @@ export class Ingest {
     };
     this.profiles = [];
     this.flows = [];
-    this.flushing = this.flushing.then(() => this.write(batch));
+    const rows = batch.profiles.length + batch.flows.length;
+    this.writingRows += rows;
+    this.flushing = this.flushing.then(async () => {
+      await this.write(batch);
+      this.writingRows -= rows;
+    });
     return this.flushing;
   }
 

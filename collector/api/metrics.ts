@@ -11,7 +11,7 @@ import type { ExporterRow, Store } from '../store/types.js';
 /** Prefix of every metric name. */
 export const METRIC_PREFIX = 'kpiflow_collector_';
 
-const DROP_REASONS: DropReason[] = ['decode_error', 'no_template', 'store_error'];
+const DROP_REASONS: DropReason[] = ['decode_error', 'no_template', 'store_error', 'overload'];
 
 /** The metrics of one API app. */
 export interface ApiMetrics {
@@ -84,7 +84,7 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
     });
     new Counter({
       name: name('records_dropped_total'),
-      help: 'Records not stored, by reason; decode_error counts the messages or sets skipped, no_template the data sets dropped unread',
+      help: 'Records not stored, by reason; decode_error counts the messages or sets skipped, no_template the data sets dropped unread, overload the records received while the store was too far behind',
       labelNames: ['reason'],
       registers,
       collect() {

@@ -4,12 +4,14 @@
  * API's filters, and deletion in small steps for retention.
  */
 import { statSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
-import { FLOW_COLUMNS, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profile-schema.js';
+import { type PackedBatch, packBatch, transferables } from './packed-batch.js';
 import { mean, percentile } from './percentiles.js';
+import { openForWriting, SqliteWriter, type SyncMode, tablePackers } from './sqlite-writer.js';
+import type { WriterReply, WriterRequest } from './sqlite-writer-thread.js';
 import type {
-  ExporterDelta,
   ExporterRow,
   FlowRow,
   IngestBatch,
@@ -25,59 +27,19 @@ import type {
 
 type Db = Database.Database;
 
-const TEXT_COLUMNS = new Set(['sourceAddress', 'destinationAddress']);
-const PROFILE_COLUMNS = [...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS];
-
-const q = (name: string) => `"${name}"`;
-const colDefs = (cols: readonly string[]) =>
-  cols.map((c) => `${q(c)} ${TEXT_COLUMNS.has(c) ? 'TEXT' : 'INTEGER'}`).join(',\n  ');
-
-/** Schema migrations; index i brings user_version i to i + 1. Never edit a shipped one. */
-const MIGRATIONS: string[] = [
-  `CREATE TABLE exporters (
-  id INTEGER PRIMARY KEY,
-  key TEXT NOT NULL UNIQUE,
-  transport TEXT NOT NULL,
-  address TEXT,
-  port INTEGER,
-  firstSeen INTEGER NOT NULL,
-  lastSeen INTEGER NOT NULL,
-  records INTEGER NOT NULL DEFAULT 0,
-  profiles INTEGER NOT NULL DEFAULT 0,
-  flows INTEGER NOT NULL DEFAULT 0,
-  lostRecords INTEGER NOT NULL DEFAULT 0,
-  decodeErrors INTEGER NOT NULL DEFAULT 0,
-  templateIds TEXT NOT NULL DEFAULT '[]'
-);
-CREATE TABLE profiles (
-  id INTEGER PRIMARY KEY,
-  exporterId INTEGER NOT NULL REFERENCES exporters(id),
-  observationDomainId INTEGER NOT NULL,
-  templateId INTEGER NOT NULL,
-  receivedMilliseconds INTEGER NOT NULL,
-  ${colDefs(PROFILE_COLUMNS)},
-  extra TEXT
-);
-CREATE INDEX profiles_time ON profiles (flowStartMilliseconds, id);
-CREATE INDEX profiles_flow ON profiles (flowId, flowStartMilliseconds);
-CREATE TABLE flows (
-  id INTEGER PRIMARY KEY,
-  exporterId INTEGER NOT NULL REFERENCES exporters(id),
-  observationDomainId INTEGER NOT NULL,
-  templateId INTEGER NOT NULL,
-  receivedMilliseconds INTEGER NOT NULL,
-  ${colDefs(FLOW_COLUMNS)},
-  fields TEXT NOT NULL
-);
-CREATE INDEX flows_time ON flows (flowStartMilliseconds, id);`,
-];
-
 /** Options of the SQLite store. */
 export interface SqliteStoreOptions {
-  /** Database file; ':memory:' for tests. */
+  /** Database file; ':memory:' for tests (always written inline). */
   path: string;
   /** Open read-only (API-only processes). */
   readonly?: boolean;
+  /**
+   * Write from a worker thread (the collector does): SQLite's work then runs on another core
+   * than receiving and decoding. Default false (inline), which tests and tools use.
+   */
+  writerThread?: boolean;
+  /** PRAGMA synchronous of the writer. Default 'normal'. */
+  sync?: SyncMode;
 }
 
 /** Cursor text of a (time, id) position. */
@@ -92,13 +54,9 @@ function decodeCursor(c: string): { t: number | null; id: number } {
   return { t: m[1] === 'n' ? null : Number(m[1]), id: Number(m[2]) };
 }
 
-/** Rows per multi-row INSERT (SQLite binds at most 32766 parameters). */
-const ROWS_PER_STATEMENT = 16;
-
 /** SQL value of a number or bigint (SQLite integers are signed 64-bit). */
 function sqlValue(v: Scalar | undefined): Scalar {
   if (v === undefined) return null;
-  if (typeof v !== 'bigint') return v;
   if (typeof v === 'bigint') return v > 0x7fffffffffffffffn ? BigInt.asIntN(64, v) : v;
   return v;
 }
@@ -119,164 +77,103 @@ function fromSql<T>(row: unknown): T {
   return r as T;
 }
 
+/** Where writes go: this thread's writer, or the worker thread's. */
+interface WriteSide {
+  insert(b: PackedBatch): Promise<void>;
+  deleteOlderThan(beforeMs: number, maxRows: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+function inlineWriter(db: Db): WriteSide {
+  const w = new SqliteWriter(db);
+  return {
+    insert: async (b) => w.write(b),
+    deleteOlderThan: async (before, max) => w.deleteOlderThan(before, max),
+    // The store closes the shared connection itself.
+    close: async () => {},
+  };
+}
+
+function threadWriter(path: string, sync: SyncMode): WriteSide {
+  const worker = new Worker(new URL('./sqlite-writer-thread.js', import.meta.url), {
+    workerData: { path, sync },
+  });
+  const waiting = new Map<number, { resolve: (v: number | undefined) => void; reject: (e: Error) => void }>();
+  let nextId = 1;
+  let failure: Error | null = null;
+  const failAll = (err: Error) => {
+    failure = err;
+    for (const w of waiting.values()) w.reject(err);
+    waiting.clear();
+  };
+  worker.on('message', (r: WriterReply) => {
+    const w = waiting.get(r.id);
+    if (!w) return;
+    waiting.delete(r.id);
+    if (r.ok) w.resolve(r.value);
+    else w.reject(new CollectorError(r.code as 'COL_ERR_STORE', r.message));
+  });
+  worker.on('error', (err) =>
+    failAll(new CollectorError('COL_ERR_STORE', `writer thread failed: ${err.message}`)),
+  );
+  worker.on('exit', (code) => {
+    if (waiting.size) failAll(new CollectorError('COL_ERR_STORE', `writer thread exited (code ${code})`));
+  });
+  const call = (req: DistributiveOmit<WriterRequest, 'id'>, transfer: ArrayBuffer[] = []) =>
+    new Promise<number | undefined>((resolve, reject) => {
+      if (failure) return reject(failure);
+      const id = nextId++;
+      waiting.set(id, { resolve, reject });
+      worker.postMessage({ ...req, id }, transfer);
+    });
+  return {
+    insert: async (b) => {
+      await call({ op: 'write', batch: b }, transferables(b));
+    },
+    deleteOlderThan: async (beforeMs, maxRows) => (await call({ op: 'delete', beforeMs, maxRows })) ?? 0,
+    close: async () => {
+      if (!failure) await call({ op: 'close' });
+      await worker.terminate();
+    },
+  };
+}
+
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
 /** The SQLite store. */
 export class SqliteStore implements Store {
   readonly kind = 'sqlite';
   private readonly db: Db;
   private readonly path: string;
-  private readonly upsertExporter: Database.Statement;
-  private readonly exporterIds = new Map<string, number>();
-  private readonly writeBatch: (batch: IngestBatch) => void;
+  private readonly writer: WriteSide | null;
+  private readonly packers = tablePackers();
 
   constructor(options: SqliteStoreOptions) {
     this.path = options.path;
-    try {
-      this.db = new Database(options.path, {
-        readonly: options.readonly ?? false,
-        fileMustExist: options.readonly ?? false,
-      });
-    } catch (err) {
-      throw new CollectorError('COL_ERR_STORE', `cannot open ${options.path}: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    const db = this.db;
-    if (!options.readonly) {
-      db.pragma('journal_mode = WAL');
-      // NORMAL in WAL mode: a crash loses at most the transactions since the last checkpoint of
-      // the OS page cache, never corrupts; the collector's own flush window dominates anyway.
-      db.pragma('synchronous = NORMAL');
-      db.pragma('foreign_keys = ON');
-      // 64 MiB of page cache keeps the index pages of a batch in memory.
-      db.pragma('cache_size = -65536');
-      this.migrate();
-    }
-    db.pragma('busy_timeout = 5000');
-    const pcols = [
-      'exporterId',
-      'observationDomainId',
-      'templateId',
-      'receivedMilliseconds',
-      ...PROFILE_COLUMNS,
-      'extra',
-    ];
-    const fcols = [
-      'exporterId',
-      'observationDomainId',
-      'templateId',
-      'receivedMilliseconds',
-      ...FLOW_COLUMNS,
-      'fields',
-    ];
-    this.upsertExporter =
-      db.prepare(`INSERT INTO exporters (key, transport, address, port, firstSeen, lastSeen, records, profiles, flows, lostRecords, decodeErrors, templateIds)
-      VALUES (@exporter, @transport, @address, @port, @lastSeen, @lastSeen, @records, @profiles, @flows, @lostRecords, @decodeErrors, @templateIds)
-      ON CONFLICT (key) DO UPDATE SET lastSeen = max(lastSeen, excluded.lastSeen), records = records + excluded.records,
-        profiles = profiles + excluded.profiles, flows = flows + excluded.flows, lostRecords = lostRecords + excluded.lostRecords,
-        decodeErrors = decodeErrors + excluded.decodeErrors, templateIds = excluded.templateIds
-      RETURNING id`);
-    const profileWriter = this.rowWriter('profiles', pcols, PROFILE_COLUMNS, 'extra');
-    const flowWriter = this.rowWriter('flows', fcols, FLOW_COLUMNS, 'fields');
-    this.writeBatch = db.transaction((batch: IngestBatch) => {
-      for (const e of batch.exporters) this.exporterIds.set(e.exporter, this.writeExporter(e));
-      profileWriter(batch.profiles);
-      flowWriter(batch.flows as unknown as ProfileRow[]);
-    });
-  }
-
-  /**
-   * A writer for one table: rows go in by multi-row INSERTs of ROWS_PER_STATEMENT (fewer
-   * statement steps), and a generated function copies each row's columns by constant property
-   * names, which V8 reads far faster than by computed keys.
-   */
-  private rowWriter(
-    table: string,
-    cols: readonly string[],
-    dataCols: readonly string[],
-    tail: string,
-  ): (rows: readonly ProfileRow[]) => void {
-    const width = cols.length;
-    const one = `(${cols.map(() => '?').join(', ')})`;
-    const sql = (n: number) =>
-      `INSERT INTO ${table} (${cols.map(q).join(', ')}) VALUES ${Array(n).fill(one).join(', ')}`;
-    const many = this.db.prepare(sql(ROWS_PER_STATEMENT));
-    const single = this.db.prepare(sql(1));
-    const copy = new Function(
-      'sv',
-      `return function copyRow(r, v, o, exporterId) {
-        v[o] = exporterId; v[o + 1] = r.observationDomainId; v[o + 2] = r.templateId; v[o + 3] = r.receivedMilliseconds;
-        ${dataCols.map((c, i) => `v[o + ${4 + i}] = sv(r[${JSON.stringify(c)}]);`).join('\n')}
-        v[o + ${width - 1}] = r[${JSON.stringify(tail)}];
-      };`,
-    )(sqlValue) as (r: ProfileRow, v: Scalar[], o: number, exporterId: number) => void;
-    const manyVals = new Array<Scalar>(width * ROWS_PER_STATEMENT);
-    const oneVals = new Array<Scalar>(width);
-    return (rows) => {
-      let i = 0;
-      for (; i + ROWS_PER_STATEMENT <= rows.length; i += ROWS_PER_STATEMENT) {
-        for (let k = 0; k < ROWS_PER_STATEMENT; k++) {
-          const r = rows[i + k]!;
-          copy(r, manyVals, k * width, this.exporterId(r.exporter, r.receivedMilliseconds));
-        }
-        many.run(manyVals);
+    if (options.readonly) {
+      try {
+        this.db = new Database(options.path, { readonly: true, fileMustExist: true });
+      } catch (err) {
+        throw new CollectorError('COL_ERR_STORE', `cannot open ${options.path}: ${(err as Error).message}`, {
+          cause: err,
+        });
       }
-      for (; i < rows.length; i++) {
-        const r = rows[i]!;
-        copy(r, oneVals, 0, this.exporterId(r.exporter, r.receivedMilliseconds));
-        single.run(oneVals);
-      }
-    };
-  }
-
-  private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
-    if (version > MIGRATIONS.length) {
-      throw new CollectorError(
-        'COL_ERR_SCHEMA',
-        `${this.path} has schema ${version}, this collector knows ${MIGRATIONS.length}`,
-      );
+      this.db.pragma('busy_timeout = 5000');
+      this.writer = null;
+      return;
     }
-    for (let v = version; v < MIGRATIONS.length; v++) {
-      this.db.transaction(() => {
-        this.db.exec(MIGRATIONS[v]!);
-        this.db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
-  }
-
-  private writeExporter(e: ExporterDelta): number {
-    const row = this.upsertExporter.get({ ...e, templateIds: JSON.stringify(e.templateIds) }) as {
-      id: number;
-    };
-    return row.id;
-  }
-
-  private exporterId(key: string, now: number): number {
-    const id = this.exporterIds.get(key);
-    if (id !== undefined) return id;
-    const created = this.writeExporter({
-      exporter: key,
-      transport: key.split(':')[0] ?? 'unknown',
-      address: null,
-      port: null,
-      lastSeen: now,
-      records: 0,
-      profiles: 0,
-      flows: 0,
-      lostRecords: 0,
-      decodeErrors: 0,
-      templateIds: [],
-    });
-    this.exporterIds.set(key, created);
-    return created;
+    // This connection migrates the schema, then serves reads (and writes, when inline).
+    this.db = openForWriting(options.path, options.sync);
+    this.writer =
+      options.writerThread && options.path !== ':memory:'
+        ? threadWriter(options.path, options.sync ?? 'normal')
+        : inlineWriter(this.db);
   }
 
   async insert(batch: IngestBatch): Promise<void> {
-    try {
-      this.writeBatch(batch);
-    } catch (err) {
-      throw new CollectorError('COL_ERR_STORE', `insert failed: ${(err as Error).message}`, { cause: err });
-    }
+    if (!this.writer) throw new CollectorError('COL_ERR_STORE', `${this.path} is open read-only`);
+    if (batch.profiles.length + batch.flows.length + batch.exporters.length === 0) return;
+    await this.writer.insert(packBatch(batch, this.packers.profiles, this.packers.flows));
   }
 
   /** WHERE clause and parameters of a filter over a table's columns. */
@@ -287,8 +184,10 @@ export class SqliteStore implements Store {
       c.push(sql);
       p.push(...v);
     };
-    if (f.from !== undefined) add('flowStartMilliseconds >= ?', f.from);
-    if (f.to !== undefined) add('flowStartMilliseconds < ?', f.to);
+    // Profiles are clustered by t (their start time): a time range is one scan of the table.
+    const time = table === 'profiles' ? 't' : 'flowStartMilliseconds';
+    if (f.from !== undefined) add(`${time} >= ?`, f.from);
+    if (f.to !== undefined) add(`${time} < ?`, f.to);
     if (f.address !== undefined) add('(sourceAddress = ? OR destinationAddress = ?)', f.address, f.address);
     if (f.sourceAddress !== undefined) add('sourceAddress = ?', f.sourceAddress);
     if (f.destinationAddress !== undefined) add('destinationAddress = ?', f.destinationAddress);
@@ -310,49 +209,46 @@ export class SqliteStore implements Store {
     const w = this.where(f, table);
     const params = [...w.params];
     let keyset = '';
+    const asc = page.order === 'asc';
+    // Keyset on (time, id): profiles' t is never NULL (it is their primary key with id); flows
+    // sort NULL times first ascending and last descending, and rows without a time page by id.
+    const time = table === 'profiles' ? 't' : 'flowStartMilliseconds';
     if (page.cursor) {
-      // Keyset on (flowStartMilliseconds, id), which the time index serves. SQLite sorts NULL
-      // times first ascending and last descending; rows without a time page by id alone.
       const { t, id } = decodeCursor(page.cursor);
-      const asc = page.order === 'asc';
       const op = asc ? '>' : '<';
       if (t === null) {
         keyset = asc
-          ? ' AND ((flowStartMilliseconds IS NULL AND id > ?) OR flowStartMilliseconds IS NOT NULL)'
-          : ' AND flowStartMilliseconds IS NULL AND id < ?';
+          ? ` AND ((${time} IS NULL AND id > ?) OR ${time} IS NOT NULL)`
+          : ` AND ${time} IS NULL AND id < ?`;
         params.push(id);
       } else {
         keyset = asc
-          ? ` AND (flowStartMilliseconds, id) ${op} (?, ?)`
-          : ` AND ((flowStartMilliseconds, id) ${op} (?, ?) OR flowStartMilliseconds IS NULL)`;
+          ? ` AND (${time}, id) ${op} (?, ?)`
+          : ` AND ((${time}, id) ${op} (?, ?) OR ${time} IS NULL)`;
         params.push(t, id);
       }
     }
-    const dir = page.order === 'asc' ? 'ASC' : 'DESC';
+    const dir = asc ? 'ASC' : 'DESC';
     const rows = this.db
       .prepare(
         `SELECT ${table}.*, (SELECT key FROM exporters WHERE exporters.id = exporterId) AS exporter FROM ${table}
-         WHERE ${w.sql}${keyset} ORDER BY flowStartMilliseconds ${dir}, id ${dir} LIMIT ?`,
+         WHERE ${w.sql}${keyset} ORDER BY ${time} ${dir}, id ${dir} LIMIT ?`,
       )
       .safeIntegers(true)
       .all(...params, page.limit + 1)
       .map((r) =>
-        fromSql<
-          T & {
-            id: number;
-            exporterId?: number;
-            flowStartMilliseconds: Scalar;
-          }
-        >(r),
+        fromSql<T & { id: number; exporterId?: number; t?: number; flowStartMilliseconds: Scalar }>(r),
       );
     const more = rows.length > page.limit;
     if (more) rows.pop();
-    for (const r of rows) delete r.exporterId;
     const last = rows[rows.length - 1];
-    return {
-      items: rows,
-      nextCursor: more && last ? encodeCursor(last.flowStartMilliseconds, last.id) : null,
-    };
+    const nextCursor =
+      more && last ? encodeCursor(table === 'profiles' ? last.t : last.flowStartMilliseconds, last.id) : null;
+    for (const r of rows) {
+      delete r.exporterId;
+      delete r.t;
+    }
+    return { items: rows, nextCursor };
   }
 
   async profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>> {
@@ -367,12 +263,15 @@ export class SqliteStore implements Store {
     const rows = this.db
       .prepare(
         `SELECT profiles.*, (SELECT key FROM exporters WHERE exporters.id = exporterId) AS exporter FROM profiles
-         WHERE flowId = ? ORDER BY flowStartMilliseconds, id`,
+         WHERE flowId = ? ORDER BY t, id`,
       )
       .safeIntegers(true)
       .all(sqlValue(flowId))
-      .map((r) => fromSql<ProfileRow & { id: number; exporterId?: number }>(r));
-    for (const r of rows) delete r.exporterId;
+      .map((r) => fromSql<ProfileRow & { id: number; exporterId?: number; t?: number }>(r));
+    for (const r of rows) {
+      delete r.exporterId;
+      delete r.t;
+    }
     return rows;
   }
 
@@ -385,7 +284,7 @@ export class SqliteStore implements Store {
       endState: 'flowEndReason',
     }[query.groupBy];
     const bucketExpr = query.bucketMs
-      ? `(flowStartMilliseconds / ${Math.floor(query.bucketMs)}) * ${Math.floor(query.bucketMs)}`
+      ? `(t / ${Math.floor(query.bucketMs)}) * ${Math.floor(query.bucketMs)}`
       : 'NULL';
     const w = this.where(query, 'profiles');
     const groups = this.db
@@ -454,17 +353,8 @@ export class SqliteStore implements Store {
   }
 
   async deleteOlderThan(beforeMs: number, maxRows: number): Promise<number> {
-    let left = maxRows;
-    for (const table of ['profiles', 'flows']) {
-      if (left <= 0) break;
-      const r = this.db
-        .prepare(
-          `DELETE FROM ${table} WHERE id IN (SELECT id FROM ${table} WHERE flowStartMilliseconds < ? ORDER BY flowStartMilliseconds LIMIT ?)`,
-        )
-        .run(beforeMs, left);
-      left -= r.changes;
-    }
-    return maxRows - left;
+    if (!this.writer) throw new CollectorError('COL_ERR_STORE', `${this.path} is open read-only`);
+    return this.writer.deleteOlderThan(beforeMs, maxRows);
   }
 
   async sizeBytes(): Promise<number> {
@@ -490,6 +380,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
+    await this.writer?.close();
     if (!this.db.readonly) this.db.pragma('wal_checkpoint(TRUNCATE)');
     this.db.close();
   }

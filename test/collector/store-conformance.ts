@@ -88,6 +88,32 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
       }
     });
 
+    it('keeps 64-bit values exact and orders a profile without a start time by its arrival', async () => {
+      const s = await make();
+      try {
+        const rows = sampleProfiles(3);
+        rows[0]!.flowId = 2n ** 64n - 1n;
+        rows[0]!.transferredOctetTotalCount = 2n ** 60n + 1n;
+        rows[1]!.receivedOctetTotalCount = 2n ** 53n + 2n;
+        rows[2]!.flowStartMilliseconds = null;
+        rows[2]!.receivedMilliseconds = T0 - 1;
+        await s.insert({ profiles: rows, flows: [], exporters: [] });
+        const page = await s.profiles({}, { limit: 10, order: 'asc' });
+        assert.deepEqual(
+          page.items.map((r) => r.receivedMilliseconds),
+          [T0 - 1, rows[0]!.receivedMilliseconds, rows[1]!.receivedMilliseconds],
+        );
+        assert.equal(page.items[0]!.flowStartMilliseconds ?? null, null);
+        assert.equal(page.items[1]!.flowId, 2n ** 64n - 1n);
+        assert.equal(page.items[1]!.transferredOctetTotalCount, 2n ** 60n + 1n);
+        assert.equal(page.items[2]!.receivedOctetTotalCount, 2n ** 53n + 2n);
+        const conn = await s.connection(2n ** 64n - 1n);
+        assert.equal(conn.length, 1);
+      } finally {
+        await s.close();
+      }
+    });
+
     it('filters by time, address, port, exporter, IP version and states', async () => {
       const s = await make();
       try {
