@@ -56,7 +56,7 @@ enum kf_event_flag {
 enum kf_stat {
 	KF_STAT_LOST = 0, /* events dropped: ring buffer full */
 	KF_STAT_EVENTS = 1, /* events submitted to the ring buffer */
-	KF_STAT_BAD_CSUM_HOST = 2, /* tcp_bad_csum anywhere, tied to a socket or not */
+	KF_STAT_BAD_CHECKSUMS_HOST = 2, /* tcp_bad_csum anywhere, tied to a socket or not */
 	KF_STAT_NO_STORAGE = 3, /* socket storage could not be allocated */
 	KF_STAT_MAX = 4,
 };

@@ -27,6 +27,18 @@ const volatile bool kf_state_via_sockops = false;
 /* The iterator turns on RTO/state callbacks for sockets opened before the agent started. */
 const volatile bool kf_iter_enable_callbacks = true;
 
+/*
+ * Never read by the programs: it puts the enums of kpiflow-event.h into the object's BTF, where
+ * the decoder's layout test compares them with agent/probe-event-decoder.ts.
+ */
+struct kf_btf_anchor {
+	enum kf_event_kind kind;
+	enum kf_missing_bit missing;
+	enum kf_event_flag flag;
+	enum kf_stat stat;
+};
+const struct kf_btf_anchor kf_btf_anchor = {};
+
 /* The callbacks kpiflow needs on each socket: never RTT_CB or other per-packet ones. */
 #define KF_CB_FLAGS (BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG)
 
@@ -42,11 +54,19 @@ struct {
 	__type(value, __u64);
 } kf_stats SEC(".maps");
 
+/* Per-socket state: the ancillary counters events carry, and what the kernel forgets too early. */
+struct kf_sk_state {
+	struct kf_ancillary anc;
+	/* The local port: the kernel zeroes it when the socket closes, before its last events. */
+	__u16 sport;
+	__u16 _pad[3];
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, struct kf_ancillary);
+	__type(value, struct kf_sk_state);
 } kf_sk SEC(".maps");
 
 /* A passive open's SYN time, keyed by its 4-tuple until the handshake completes. */
@@ -185,8 +205,7 @@ static __always_inline void kf_fill_counters(struct kf_event *e, const struct so
 }
 
 static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, __u64 cookie,
-				    __u8 kind, __u32 arg0, __u32 arg1,
-				    const struct kf_ancillary *anc)
+				    __u8 kind, __u32 arg0, __u32 arg1, struct kf_sk_state *st)
 {
 	e->ts_ns = bpf_ktime_get_ns();
 	e->cookie = cookie;
@@ -195,13 +214,19 @@ static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, _
 	e->arg1 = arg1;
 	kf_fill_identity(e, sk);
 	kf_fill_counters(e, sk);
-	if (anc)
-		e->anc = *anc;
+	if (!st)
+		return;
+	e->anc = st->anc;
+	/* Remember the port while the kernel has it; report it after the kernel cleared it. */
+	if (e->sport)
+		st->sport = e->sport;
+	else
+		e->sport = st->sport;
 }
 
 /* Reserves, fills and submits one event; a full ring is counted, never waited for. */
 static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 kind, __u32 arg0,
-				   __u32 arg1, const struct kf_ancillary *anc)
+				   __u32 arg1, struct kf_sk_state *st)
 {
 	struct kf_event *e;
 
@@ -212,26 +237,26 @@ static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 ki
 	}
 	/* Reserved memory is not zeroed: padding and absent fields must be. */
 	__builtin_memset(e, 0, sizeof(*e));
-	kf_fill(e, sk, cookie, kind, arg0, arg1, anc);
+	kf_fill(e, sk, cookie, kind, arg0, arg1, st);
 	bpf_ringbuf_submit(e, 0);
 	kf_stat_add(KF_STAT_EVENTS, 1);
 }
 
-/* The socket's ancillary state, created on first use (NULL only when memory is short). */
-static __always_inline struct kf_ancillary *kf_anc(struct sock *sk)
+/* The socket's state, created on first use (NULL only when memory is short). */
+static __always_inline struct kf_sk_state *kf_state_of(struct sock *sk)
 {
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 
-	anc = bpf_sk_storage_get(&kf_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!anc)
+	st = bpf_sk_storage_get(&kf_sk, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
 		kf_stat_add(KF_STAT_NO_STORAGE, 1);
-	return anc;
+	return st;
 }
 
 /* Emits from a tracing program, where the socket is a BTF pointer. */
 static __always_inline void kf_emit_traced(struct sock *sk, __u8 kind, __u32 arg0, __u32 arg1)
 {
-	kf_emit(sk, bpf_get_socket_cookie(sk), kind, arg0, arg1, kf_anc(sk));
+	kf_emit(sk, bpf_get_socket_cookie(sk), kind, arg0, arg1, kf_state_of(sk));
 }
 
 static __always_inline void kf_syn_key(struct kf_syn_key *k, struct bpf_sock_ops *skops)
@@ -262,7 +287,7 @@ SEC("sockops")
 int kf_sockops(struct bpf_sock_ops *skops)
 {
 	struct kf_syn_key key = {};
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 	struct bpf_sock *bsk;
 	struct tcp_sock *tp;
 	struct sock *sk;
@@ -292,15 +317,15 @@ int kf_sockops(struct bpf_sock_ops *skops)
 	sk = (struct sock *)tp;
 	if (!kf_netns_ok(sk))
 		return 1;
-	anc = bpf_sk_storage_get(&kf_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!anc)
+	st = bpf_sk_storage_get(&kf_sk, bsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
 		kf_stat_add(KF_STAT_NO_STORAGE, 1);
 
 	switch (op) {
 	case BPF_SOCK_OPS_TCP_CONNECT_CB:
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
-		if (anc)
-			anc->syn_ns = bpf_ktime_get_ns();
+		if (st)
+			st->anc.syn_ns = bpf_ktime_get_ns();
 		kind = KF_EV_CONNECT;
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
@@ -311,11 +336,11 @@ int kf_sockops(struct bpf_sock_ops *skops)
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
 		kf_syn_key(&key, skops);
 		syn = bpf_map_lookup_elem(&kf_syn_rx, &key);
-		if (anc) {
+		if (st) {
 			if (syn)
-				anc->syn_ns = *syn;
+				st->anc.syn_ns = *syn;
 			/* The child inherits the request's SYN-ACK retransmissions here. */
-			anc->syn_retrans = skops->total_retrans;
+			st->anc.syn_retrans = skops->total_retrans;
 		}
 		if (syn)
 			bpf_map_delete_elem(&kf_syn_rx, &key);
@@ -323,27 +348,27 @@ int kf_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_RTO_CB:
 		/* args: icsk_retransmits, icsk_rto, expired (nothing is resent when expired). */
-		if (anc) {
+		if (st) {
 			if (skops->state == TCP_SYN_SENT || skops->state == TCP_SYN_RECV) {
 				if (!skops->args[2])
-					__sync_fetch_and_add(&anc->syn_retrans, 1);
+					__sync_fetch_and_add(&st->anc.syn_retrans, 1);
 			} else if (skops->snd_nxt != skops->snd_una) {
-				__sync_fetch_and_add(&anc->stalls, 1);
+				__sync_fetch_and_add(&st->anc.stalls, 1);
 			}
 		}
 		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_RTO, skops->args[0],
-			skops->packets_out, anc);
+			skops->packets_out, st);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
 		if (!kf_state_via_sockops)
 			return 1;
 		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_STATE, skops->args[0],
-			skops->args[1], anc);
+			skops->args[1], st);
 		return 1;
 	default:
 		return 1;
 	}
-	kf_emit(sk, bpf_get_socket_cookie(skops), kind, 0, 0, anc);
+	kf_emit(sk, bpf_get_socket_cookie(skops), kind, 0, 0, st);
 	return 1;
 }
 
@@ -368,7 +393,7 @@ int BPF_PROG(kf_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_STATE, oldstate, newstate, kf_anc(sk));
+	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_STATE, oldstate, newstate, kf_state_of(sk));
 	/* The tracepoint runs before the store: report the state being entered. */
 	e->tcp_state = newstate;
 	bpf_ringbuf_submit(e, 0);
@@ -392,7 +417,7 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
-	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_CONG_STATE, old, ca_state, kf_anc(sk));
+	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_CONG_STATE, old, ca_state, kf_state_of(sk));
 	/* The tracepoint runs before the store: report the state being entered. */
 	e->ca_state = ca_state;
 	bpf_ringbuf_submit(e, 0);
@@ -408,7 +433,7 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 	__u32 len;
 
 	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_OLD_DATA) &&
@@ -416,20 +441,20 @@ int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		return 0;
 	if (!kf_tcp_fullsock(rx_sk) || !kf_netns_ok(rx_sk))
 		return 0;
-	anc = kf_anc(rx_sk);
+	st = kf_state_of(rx_sk);
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_CSUM)) {
-		if (anc)
-			__sync_fetch_and_add(&anc->bad_checksums, 1);
-		kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_BAD_CHECKSUM, 0, 0, anc);
+		if (st)
+			__sync_fetch_and_add(&st->anc.bad_checksums, 1);
+		kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_BAD_CHECKSUM, 0, 0, st);
 		return 0;
 	}
 	/* tcp_data_queue pulled the header already: len is the payload. */
 	len = BPF_CORE_READ(skb, len);
-	if (anc) {
-		__sync_fetch_and_add(&anc->dup_packets, 1);
-		__sync_fetch_and_add(&anc->dup_octets, len);
+	if (st) {
+		__sync_fetch_and_add(&st->anc.dup_packets, 1);
+		__sync_fetch_and_add(&st->anc.dup_octets, len);
 	}
-	kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_DUPLICATE, len, 0, anc);
+	kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_DUPLICATE, len, 0, st);
 	return 0;
 }
 
@@ -437,7 +462,7 @@ int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 SEC("tp_btf/tcp_bad_csum")
 int BPF_PROG(kf_bad_csum, const struct sk_buff *skb)
 {
-	kf_stat_add(KF_STAT_BAD_CSUM_HOST, 1);
+	kf_stat_add(KF_STAT_BAD_CHECKSUMS_HOST, 1);
 	return 0;
 }
 
@@ -464,15 +489,15 @@ int BPF_PROG(kf_receive_reset, struct sock *sk)
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(kf_destroy, struct sock *sk)
 {
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 
 	if (!kf_netns_ok(sk))
 		return 0;
 	/* Only sockets that had an event: listeners and never-connected sockets have no storage. */
-	anc = bpf_sk_storage_get(&kf_sk, sk, 0, 0);
-	if (!anc)
+	st = bpf_sk_storage_get(&kf_sk, sk, 0, 0);
+	if (!st)
 		return 0;
-	kf_emit(sk, bpf_get_socket_cookie(sk), KF_EV_DESTROY, 0, 0, anc);
+	kf_emit(sk, bpf_get_socket_cookie(sk), KF_EV_DESTROY, 0, 0, st);
 	return 0;
 }
 
@@ -484,7 +509,7 @@ SEC("iter/tcp")
 int kf_iter_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 	struct kf_event e = {};
 	struct tcp_sock *tp;
 	struct sock *sk;
@@ -502,7 +527,7 @@ int kf_iter_tcp(struct bpf_iter__tcp *ctx)
 	sk = (struct sock *)tp;
 	if (!kf_netns_ok(sk))
 		return 0;
-	anc = kf_anc(sk);
+	st = kf_state_of(sk);
 	/*
 	 * Pre-existing sockets never passed our sockops hooks: give them the RTO callback now
 	 * (kernels before 6.13 refuse this option; they only miss those sockets' RTO events).
@@ -512,7 +537,7 @@ int kf_iter_tcp(struct bpf_iter__tcp *ctx)
 		flags |= KF_CB_FLAGS;
 		bpf_setsockopt(tp, SOL_TCP, TCP_BPF_SOCK_OPS_CB_FLAGS, &flags, sizeof(flags));
 	}
-	kf_fill(&e, sk, bpf_get_socket_cookie(tp), KF_EV_SNAPSHOT, state, 0, anc);
+	kf_fill(&e, sk, bpf_get_socket_cookie(tp), KF_EV_SNAPSHOT, state, 0, st);
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
 	return 0;
 }
@@ -528,7 +553,7 @@ int BPF_PROG(kf_naive_probe, struct sock *sk, const struct sk_buff *skb)
 {
 	const struct tcp_skb_cb *tcb = (const void *)skb->cb;
 	const struct tcp_sock *tp = (const void *)sk;
-	struct kf_ancillary *anc;
+	struct kf_sk_state *st;
 	struct kf_event *scratch;
 	__u32 zero = 0, seq, rcv_nxt, dist;
 
@@ -544,11 +569,11 @@ int BPF_PROG(kf_naive_probe, struct sock *sk, const struct sk_buff *skb)
 	/* after(seq, rcv_nxt) in sequence space. */
 	if ((__s32)dist <= 0)
 		return 0;
-	anc = kf_anc(sk);
-	if (!anc)
+	st = kf_state_of(sk);
+	if (!st)
 		return 0;
-	__sync_fetch_and_add(&anc->ofo_dist_count, 1);
-	__sync_fetch_and_add(&anc->ofo_dist_sum, dist);
-	__sync_fetch_and_add(&anc->ofo_dist_sumsq, (__u64)dist * dist);
+	__sync_fetch_and_add(&st->anc.ofo_dist_count, 1);
+	__sync_fetch_and_add(&st->anc.ofo_dist_sum, dist);
+	__sync_fetch_and_add(&st->anc.ofo_dist_sumsq, (__u64)dist * dist);
 	return 0;
 }

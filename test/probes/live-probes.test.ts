@@ -1,0 +1,277 @@
+/**
+ * The real probes in this kernel, observing client and server in two test namespaces from the
+ * host namespace. Ground truth is the kernel's own TCP_INFO, read by the peers themselves.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { ProbeEvent } from '../../agent/probe-event.js';
+import { EVENT_KIND } from '../../agent/probe-event.js';
+import { type LiveProbes, startLiveProbes } from '../../agent/probe-loader.js';
+import {
+  createNetnsPair,
+  type NetnsHost,
+  type NetnsPair,
+  requireRoot,
+  rootUnavailableReason,
+} from '../helpers/netns.js';
+import { EventLog, startPeer } from './live-peers.js';
+
+const TCP_ESTABLISHED = 1;
+const TCP_SYN_SENT = 2;
+const TCP_FIN_WAIT1 = 4;
+const TCP_CLOSE_WAIT = 8;
+const TCP_LAST_ACK = 9;
+
+/**
+ * Events of one socket, by its cookie, found from namespace and local port (the first state
+ * event of an active open comes before the port is chosen, so the port alone misses it).
+ */
+function ofSocket(log: EventLog, host: NetnsHost, port: number): ProbeEvent[] {
+  const any = log.events.find((e) => e.netns === host.inode && e.localPort === port);
+  return any ? log.filter((e) => e.cookie === any.cookie) : [];
+}
+
+describe('live probes', { concurrency: false }, () => {
+  let pair: NetnsPair | null = null;
+  let probes: LiveProbes | null = null;
+  let log: EventLog | null = null;
+
+  before(() => {
+    if (rootUnavailableReason() !== null) return;
+    pair = createNetnsPair();
+    probes = startLiveProbes();
+    log = new EventLog(probes);
+  });
+
+  after(() => {
+    log?.close();
+    probes?.close();
+    pair?.close();
+  });
+
+  for (const version of [4, 6] as const) {
+    it(`reports connect, established, state changes and destroy of an IPv${version} connection with exact byte counters`, async (t) => {
+      if (!requireRoot(t)) return;
+      const { a, b } = pair!;
+      const server = b;
+      const client = a;
+      const saddr = version === 4 ? server.ipv4 : server.ipv6;
+      const caddr = version === 4 ? client.ipv4 : client.ipv6;
+      const port = 5000 + version;
+      const srv = startPeer(server, ['server', saddr, port, 200_000, 100_000]);
+      let cli: ReturnType<typeof startPeer> | null = null;
+      try {
+        await srv.phase('listening');
+        cli = startPeer(client, ['client', saddr, port, 200_000, 100_000]);
+        const done = await cli.phase('done');
+        // Let the delayed ACK and every event of the transfer land before closing.
+        await new Promise((r) => setTimeout(r, 300));
+        cli.release();
+        await cli.phase('closed');
+        const sdone = await srv.phase('done');
+        const cport = Number(done['local_port']);
+        const sport = Number(sdone['local_port']);
+        await log!.waitFor(
+          (e) => e.kind === EVENT_KIND.destroy && e.netns === client.inode && e.localPort === cport,
+        );
+        await log!.waitFor(
+          (e) => e.kind === EVENT_KIND.destroy && e.netns === server.inode && e.localPort === sport,
+        );
+
+        const cev = ofSocket(log!, client, cport);
+        const sev = ofSocket(log!, server, sport);
+        const kinds = (evs: ProbeEvent[]) => new Set(evs.map((e) => e.kind));
+        for (const k of [
+          EVENT_KIND.connect,
+          EVENT_KIND.activeEstablished,
+          EVENT_KIND.state,
+          EVENT_KIND.destroy,
+        ]) {
+          assert.ok(kinds(cev).has(k), `client lacks event kind ${k}`);
+        }
+        for (const k of [EVENT_KIND.passiveEstablished, EVENT_KIND.state, EVENT_KIND.destroy]) {
+          assert.ok(kinds(sev).has(k), `server lacks event kind ${k}`);
+        }
+        // One cookie per connection end, the same on every event of it.
+        assert.equal(new Set(cev.map((e) => e.cookie)).size, 1);
+        assert.equal(new Set(sev.map((e) => e.cookie)).size, 1);
+        assert.notEqual(cev[0]!.cookie, sev[0]!.cookie);
+        for (const e of cev) {
+          assert.equal(e.ipVersion, version);
+          assert.equal(e.localAddress, caddr);
+          assert.equal(e.remoteAddress, saddr);
+          assert.equal(e.remotePort, port);
+          assert.equal(e.netns, client.inode);
+          assert.equal(e.mptcpSubflow, false);
+          assert.deepEqual(e.missing, []);
+        }
+        for (const e of sev) {
+          assert.equal(e.localAddress, saddr);
+          assert.equal(e.remoteAddress, caddr);
+          assert.equal(e.localPort, port);
+          assert.equal(e.remotePort, cport);
+        }
+        // The state sequence of the active closer.
+        const cstates = cev.filter((e) => e.kind === EVENT_KIND.state).map((e) => `${e.arg0}>${e.arg1}`);
+        assert.ok(cstates.includes(`7>${TCP_SYN_SENT}`), cstates.join(' '));
+        assert.ok(cstates.includes(`${TCP_SYN_SENT}>${TCP_ESTABLISHED}`), cstates.join(' '));
+        assert.ok(cstates.includes(`${TCP_ESTABLISHED}>${TCP_FIN_WAIT1}`), cstates.join(' '));
+        const sstates = sev.filter((e) => e.kind === EVENT_KIND.state).map((e) => `${e.arg0}>${e.arg1}`);
+        assert.ok(sstates.includes(`${TCP_CLOSE_WAIT}>${TCP_LAST_ACK}`), sstates.join(' '));
+
+        // Counters when the client closed equal its TCP_INFO taken just before.
+        const closing = cev.find((e) => e.kind === EVENT_KIND.state && e.arg1 === TCP_FIN_WAIT1)!;
+        assert.equal(closing.counters.bytesAcked, done['bytes_acked']);
+        assert.equal(closing.counters.bytesReceived, done['bytes_received']);
+        assert.equal(closing.counters.bytesSent, done['bytes_sent']);
+        assert.equal(closing.counters.totalRetrans, done['total_retrans']);
+        assert.equal(closing.counters.dataSegsOut, done['data_segs_out']);
+        assert.equal(closing.counters.unackedBytes, 0);
+        assert.ok(closing.counters.srttUs > 0);
+        // The destroy event is the last one, and the FINs each took one sequence number more.
+        const cdestroy = cev.at(-1)!;
+        assert.equal(cdestroy.kind, EVENT_KIND.destroy);
+        assert.equal(cdestroy.counters.bytesAcked, Number(done['bytes_acked']) + 1);
+        assert.equal(cdestroy.counters.bytesReceived, Number(done['bytes_received']) + 1);
+        const sdestroy = sev.at(-1)!;
+        assert.equal(sdestroy.kind, EVENT_KIND.destroy);
+        assert.equal(sdestroy.counters.bytesReceived, sdone['bytes_received']);
+        assert.equal(sdestroy.counters.bytesAcked, Number(sdone['bytes_acked']) + 1);
+        // Application bytes: bytes_acked counts our SYN and FIN too, bytes_received the peer's FIN.
+        assert.equal(cdestroy.counters.bytesAcked, 200_000 + 2);
+        assert.equal(cdestroy.counters.bytesReceived, 100_000 + 1);
+        // Handshake timing from the probes' own state.
+        const est = cev.find((e) => e.kind === EVENT_KIND.activeEstablished)!;
+        assert.ok(est.ancillary.synNs > 0n && est.ancillary.synNs <= est.tsNs);
+        assert.equal(est.ancillary.synRetrans, 0);
+        const pest = sev.find((e) => e.kind === EVENT_KIND.passiveEstablished)!;
+        assert.ok(
+          pest.ancillary.synNs > 0n && pest.ancillary.synNs <= pest.tsNs,
+          'passive SYN time recorded',
+        );
+      } finally {
+        cli?.kill();
+        srv.kill();
+      }
+    });
+  }
+
+  it('reports an RTO with data pending (1.5 s blackhole) as an rto event and a stall', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a: client, b: server } = pair!;
+    const port = 5010;
+    const total = 3 << 20;
+    const srv = startPeer(server, ['server', server.ipv4, port, total, 1]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    try {
+      await srv.phase('listening');
+      cli = startPeer(client, ['client', server.ipv4, port, total, 1, 32768, 20]);
+      const connected = await cli.phase('connected');
+      const cport = Number(connected['local_port']);
+      await new Promise((r) => setTimeout(r, 300));
+      // Drop everything the client sends: its segments wait, the retransmission timer fires.
+      server.exec(
+        'nft',
+        ['-f', '-'],
+        `table inet kfbh {\n chain in {\n  type filter hook input priority 0;\n  tcp dport ${port} drop\n }\n}\n`,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      server.exec('nft', ['delete', 'table', 'inet', 'kfbh']);
+      const done = await cli.phase('done', 60000);
+      cli.release();
+      await cli.phase('closed');
+      await log!.waitFor(
+        (e) => e.kind === EVENT_KIND.destroy && e.netns === client.inode && e.localPort === cport,
+      );
+      const evs = ofSocket(log!, client, cport);
+      const rtos = evs.filter((e) => e.kind === EVENT_KIND.rto);
+      assert.ok(rtos.length >= 1, 'at least one rto event');
+      assert.equal(rtos[0]!.tcpState, TCP_ESTABLISHED);
+      assert.ok(rtos[0]!.counters.unackedBytes > 0, 'data was pending when the RTO fired');
+      assert.ok(rtos[0]!.arg1 > 0, 'packets in flight');
+      const last = evs.at(-1)!;
+      assert.ok(last.ancillary.stalls >= 1);
+      assert.equal(last.ancillary.stalls, rtos.length);
+      assert.ok(last.counters.totalRto >= rtos.length);
+      assert.equal(last.counters.totalRetrans, done['total_retrans']);
+      assert.ok(last.counters.totalRetrans > 0);
+      // Recovery: the congestion state went to Loss and back to Open.
+      const cong = evs.filter((e) => e.kind === EVENT_KIND.congState).map((e) => `${e.arg0}>${e.arg1}`);
+      assert.ok(
+        cong.some((c) => c.endsWith('>4')),
+        `Loss entered: ${cong.join(' ')}`,
+      );
+      assert.ok(
+        cong.some((c) => c.endsWith('>0')),
+        `Open again: ${cong.join(' ')}`,
+      );
+    } finally {
+      cli?.kill();
+      srv.kill();
+      spawnQuiet(server, ['nft', 'delete', 'table', 'inet', 'kfbh']);
+    }
+  });
+
+  it('snapshots, with the iterator, a connection opened before the probes were loaded', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a: client, b: server } = pair!;
+    const port = 5020;
+    const srv = startPeer(server, ['server', server.ipv6, port, 10_000, 0]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    let late: LiveProbes | null = null;
+    try {
+      await srv.phase('listening');
+      cli = startPeer(client, ['client', server.ipv6, port, 10_000, 0]);
+      const done = await cli.phase('done');
+      late = startLiveProbes();
+      const snaps = late.snapshot([
+        { inode: client.inode, path: client.path },
+        { inode: server.inode, path: server.path },
+      ]);
+      const mine = snaps.find((e) => e.netns === client.inode && e.localPort === done['local_port']);
+      assert.ok(mine, `snapshot of the client among ${snaps.length}`);
+      assert.equal(mine.kind, EVENT_KIND.snapshot);
+      assert.equal(mine.tcpState, TCP_ESTABLISHED);
+      assert.equal(mine.arg0, TCP_ESTABLISHED);
+      assert.equal(mine.remoteAddress, server.ipv6);
+      assert.equal(mine.counters.bytesAcked, done['bytes_acked']);
+      const peer = snaps.find((e) => e.netns === server.inode && e.remotePort === done['local_port']);
+      assert.ok(peer, 'the server side too');
+      assert.equal(peer.counters.bytesReceived, 10_000);
+      // Only this namespace pair's sockets: no listener is reported.
+      assert.ok(snaps.every((e) => e.tcpState !== 10));
+    } finally {
+      late?.close();
+      cli?.kill();
+      srv.kill();
+    }
+  });
+
+  it('counts events lost when the ring buffer is full, and the count is readable', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a } = pair!;
+    // One page of ring (about 16 events), nobody consuming, then 20 loopback connections.
+    const small = startLiveProbes({ ringBytes: 4096, netns: a.inode });
+    try {
+      assert.equal(small.lostEvents(), 0n);
+      a.exec('python3', [
+        '-c',
+        'import socket\nl=socket.socket(); l.bind(("127.0.0.1",0)); l.listen(64)\nfor i in range(20):\n c=socket.create_connection(l.getsockname()); s,_=l.accept(); c.close(); s.close()\n',
+      ]);
+      const stats = small.stats();
+      assert.ok(stats.lost > 0n, `lost ${stats.lost}`);
+      assert.ok(stats.events > 0n);
+      assert.equal(small.lostEvents(), stats.lost);
+    } finally {
+      small.close();
+    }
+  });
+});
+
+function spawnQuiet(host: NetnsHost, cmd: string[]): void {
+  try {
+    host.exec(cmd[0]!, cmd.slice(1));
+  } catch {
+    // Already gone.
+  }
+}
