@@ -3,6 +3,7 @@
  * kernel resources: close() releases them gracefully, destroy(err) does the same and records
  * why. The addon also releases everything when the Node environment ends.
  */
+import { readFileSync } from 'node:fs';
 import type { NativeBinding, NativeObject } from './binding.js';
 import { NativeError } from './errors.js';
 import { type KnobValue, type ProbeSpec, type ProgramSpec, rodataWithKnobs } from './probe-spec.js';
@@ -130,6 +131,20 @@ export class ProbeSet {
     let sum = 0n;
     for (let o = 0; o + 8 <= v.length; o += 8) sum += v.readBigUInt64LE(o);
     return sum;
+  }
+
+  /**
+   * Kernel ids of the loaded programs (what `bpftool prog show id N` takes), from the program
+   * fds' /proc/self/fdinfo: how run counts and run time are read with kernel.bpf_stats_enabled.
+   */
+  programIds(): Map<string, number> {
+    const out = new Map<string, number>();
+    for (const p of this.live().programs()) {
+      if (p.fd < 0) continue;
+      const m = /^prog_id:\s*(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${p.fd}`, 'utf8'));
+      if (m) out.set(p.name, Number(m[1]));
+    }
+    return out;
   }
 
   /** Number of possible CPUs (the row count of per-CPU values). */

@@ -425,31 +425,44 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 	return 0;
 }
 
+/* The drop reason's value in this kernel, or -1 when it has no such reason. */
+#define KF_DROP_REASON(name)                                                                  \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name) ?                             \
+		 (int)bpf_core_enum_value(enum skb_drop_reason, name) :                       \
+		 -1)
+
 /*
- * Drops with a reason. Old data (already acknowledged: the peer retransmitted spuriously) is the
- * "duplicate" KPI; TCP_CSUM ties a bad checksum to its socket. rx_sk (6.11+) names the socket.
+ * Drops with a reason. Data the receiver already had (the peer retransmitted it spuriously) is
+ * the "duplicate" KPI: TCP_OLD_DATA when it reached the receive queue, TCP_OLD_SEQUENCE when it
+ * lies wholly before the last advertised window edge and the sequence check drops it first.
+ * TCP_CSUM ties a bad checksum to its socket. rx_sk (6.11+) names the socket.
  */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
+	const struct tcp_skb_cb *tcb = (const void *)skb->cb;
 	struct kf_sk_state *st;
 	__u32 len;
 
-	if (reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_OLD_DATA) &&
-	    reason != bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_CSUM))
+	if ((int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_OLD_DATA) &&
+	    (int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_OLD_SEQUENCE) &&
+	    (int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_CSUM))
 		return 0;
 	if (!kf_tcp_fullsock(rx_sk) || !kf_netns_ok(rx_sk))
 		return 0;
-	st = kf_state_of(rx_sk);
-	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_CSUM)) {
+	if ((int)reason == KF_DROP_REASON(SKB_DROP_REASON_TCP_CSUM)) {
+		st = kf_state_of(rx_sk);
 		if (st)
 			__sync_fetch_and_add(&st->anc.bad_checksums, 1);
 		kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_BAD_CHECKSUM, 0, 0, st);
 		return 0;
 	}
-	/* tcp_data_queue pulled the header already: len is the payload. */
-	len = BPF_CORE_READ(skb, len);
+	/* Sequence space the segment covers: its payload (a FIN counts one); pure ACKs are not data. */
+	len = BPF_CORE_READ(tcb, end_seq) - BPF_CORE_READ(tcb, seq);
+	if (!len)
+		return 0;
+	st = kf_state_of(rx_sk);
 	if (st) {
 		__sync_fetch_and_add(&st->anc.dup_packets, 1);
 		__sync_fetch_and_add(&st->anc.dup_octets, len);

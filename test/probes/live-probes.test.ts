@@ -212,6 +212,94 @@ describe('live probes', { concurrency: false }, () => {
     }
   });
 
+  it('counts a retransmitted SYN and times the handshake from the first SYN', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a: client, b: server } = pair!;
+    const port = 5030;
+    const srv = startPeer(server, ['server', server.ipv4, port, 1000, 1000]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    try {
+      await srv.phase('listening');
+      // The first SYN is lost; the retransmission a second later gets through.
+      server.exec(
+        'nft',
+        ['-f', '-'],
+        `table inet kfsyn {\n chain in {\n  type filter hook input priority 0;\n  tcp dport ${port} drop\n }\n}\n`,
+      );
+      cli = startPeer(client, ['client', server.ipv4, port, 1000, 1000]);
+      await new Promise((r) => setTimeout(r, 400));
+      server.exec('nft', ['delete', 'table', 'inet', 'kfsyn']);
+      const done = await cli.phase('done');
+      cli.release();
+      await cli.phase('closed');
+      const cport = Number(done['local_port']);
+      await log!.waitFor(
+        (e) => e.kind === EVENT_KIND.destroy && e.netns === client.inode && e.localPort === cport,
+      );
+      const evs = ofSocket(log!, client, cport);
+      const est = evs.find((e) => e.kind === EVENT_KIND.activeEstablished)!;
+      assert.equal(est.ancillary.synRetrans, 1);
+      assert.ok(
+        est.tsNs - est.ancillary.synNs >= 900_000_000n,
+        `handshake took ${est.tsNs - est.ancillary.synNs} ns`,
+      );
+      const rto = evs.find((e) => e.kind === EVENT_KIND.rto)!;
+      assert.equal(rto.tcpState, TCP_SYN_SENT);
+      assert.equal(est.ancillary.stalls, 0, 'a SYN timeout is not a data stall');
+    } finally {
+      cli?.kill();
+      srv.kill();
+      spawnQuiet(server, ['nft', 'delete', 'table', 'inet', 'kfsyn']);
+    }
+  });
+
+  it('reports data received twice (ACKs lost, the sender resent) as duplicates, as many as the kernel counts', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a: client, b: server } = pair!;
+    const port = 5040;
+    const total = 2 << 20;
+    // Every duplicate then gets its duplicate ACK, and TcpExtDelayedACKLost counts each one.
+    server.exec('sysctl', ['-qw', 'net.ipv4.tcp_invalid_ratelimit=0']);
+    const before = nstat(server, 'TcpExtDelayedACKLost');
+    const srv = startPeer(server, ['server', server.ipv4, port, total, 1]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    try {
+      await srv.phase('listening');
+      cli = startPeer(client, ['client', server.ipv4, port, total, 1, 32768, 20]);
+      await cli.phase('connected');
+      await new Promise((r) => setTimeout(r, 300));
+      // Drop what the server sends: data arrives, its ACKs do not, the client resends.
+      client.exec(
+        'nft',
+        ['-f', '-'],
+        `table inet kfack {\n chain in {\n  type filter hook input priority 0;\n  tcp sport ${port} drop\n }\n}\n`,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      client.exec('nft', ['delete', 'table', 'inet', 'kfack']);
+      await cli.phase('done', 60000);
+      cli.release();
+      const sdone = await srv.phase('done', 60000);
+      const sport = Number(sdone['local_port']);
+      await log!.waitFor(
+        (e) => e.kind === EVENT_KIND.destroy && e.netns === server.inode && e.localPort === sport,
+      );
+      const evs = ofSocket(log!, server, sport);
+      const dups = evs.filter((e) => e.kind === EVENT_KIND.duplicate);
+      const last = evs.at(-1)!;
+      assert.ok(dups.length > 0, 'duplicate events');
+      assert.equal(last.ancillary.dupPackets, dups.length);
+      assert.equal(
+        last.ancillary.dupOctets,
+        dups.reduce((n, e) => n + e.arg0, 0),
+      );
+      assert.equal(last.ancillary.dupPackets, nstat(server, 'TcpExtDelayedACKLost') - before);
+    } finally {
+      cli?.kill();
+      srv.kill();
+      spawnQuiet(client, ['nft', 'delete', 'table', 'inet', 'kfack']);
+    }
+  });
+
   it('snapshots, with the iterator, a connection opened before the probes were loaded', async (t) => {
     if (!requireRoot(t)) return;
     const { a: client, b: server } = pair!;
@@ -267,6 +355,12 @@ describe('live probes', { concurrency: false }, () => {
     }
   });
 });
+
+/** A counter of the namespace's TCP MIB (nstat, absolute value). */
+function nstat(host: NetnsHost, name: string): number {
+  const m = new RegExp(`^${name}\\s+(\\d+)`, 'm').exec(host.exec('nstat', ['-asz', name]));
+  return m ? Number(m[1]) : 0;
+}
 
 function spawnQuiet(host: NetnsHost, cmd: string[]): void {
   try {
