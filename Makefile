@@ -9,11 +9,11 @@ DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
 # The kernel side: clang and bpftool build the CO-RE probes, libbpf (with libelf, zlib) links the
 # native addon, g++/make/python3 run node-gyp, nftables/iproute2 build the test hosts.
 DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g++ make python3 \
-	iproute2 nftables
+	iproute2 nftables clang-format
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
-.PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean
+.PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean lint-c
 
 $(STAMP)/deb: Makefile scripts/ensure-debs.sh
 	@mkdir -p $(STAMP)
@@ -39,6 +39,10 @@ $(BPF_BUILD)/vmlinux.h: | $(STAMP)/deb
 
 $(BPF_BUILD)/%.bpf.o: probes/%.bpf.c $(wildcard probes/*.h) $(BPF_BUILD)/vmlinux.h
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# C style: the kernel's for the probes (probes/.clang-format).
+lint-c: $(STAMP)/deb
+	clang-format --dry-run --Werror probes/*.bpf.c probes/*.h
 
 # The N-API addon over the system libbpf, built by node-gyp against the installed node's headers
 # (no header download: the network allows none).

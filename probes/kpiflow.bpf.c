@@ -167,12 +167,12 @@ static __always_inline void kf_fill_identity(struct kf_event *e, const struct so
  * Copies one tcp_sock field if this kernel has it, else marks it missing. The _BITFIELD_PROBED
  * read relocates the field's size as well as its offset, so a u16 here and a u32 there both work.
  */
-#define KF_COUNTER(dst, field, bit)                                                       \
-	do {                                                                              \
-		if (bpf_core_field_exists(tp->field))                                     \
-			c->dst = BPF_CORE_READ_BITFIELD_PROBED(tp, field);                \
-		else                                                                      \
-			e->missing |= (bit);                                              \
+#define KF_COUNTER(dst, field, bit)                                        \
+	do {                                                               \
+		if (bpf_core_field_exists(tp->field))                      \
+			c->dst = BPF_CORE_READ_BITFIELD_PROBED(tp, field); \
+		else                                                       \
+			e->missing |= (bit);                               \
 	} while (0)
 
 /* The kernel's own counters for this connection. */
@@ -226,7 +226,7 @@ static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, _
 
 /* Reserves, fills and submits one event; a full ring is counted, never waited for. */
 static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 kind, __u32 arg0,
-				   __u32 arg1, struct kf_sk_state *st)
+				    __u32 arg1, struct kf_sk_state *st)
 {
 	struct kf_event *e;
 
@@ -426,10 +426,10 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 }
 
 /* The drop reason's value in this kernel, or -1 when it has no such reason. */
-#define KF_DROP_REASON(name)                                                                  \
-	(bpf_core_enum_value_exists(enum skb_drop_reason, name) ?                             \
-		 (int)bpf_core_enum_value(enum skb_drop_reason, name) :                       \
-		 -1)
+#define KF_DROP_REASON(name)                                            \
+	(bpf_core_enum_value_exists(enum skb_drop_reason, name)         \
+		 ? (int)bpf_core_enum_value(enum skb_drop_reason, name) \
+		 : -1)
 
 /*
  * Drops with a reason. Data the receiver already had (the peer retransmitted it spuriously) is
@@ -458,7 +458,7 @@ int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		kf_emit(rx_sk, bpf_get_socket_cookie(rx_sk), KF_EV_BAD_CHECKSUM, 0, 0, st);
 		return 0;
 	}
-	/* Sequence space the segment covers: its payload (a FIN counts one); pure ACKs are not data. */
+	/* Sequence space covered: the payload (a FIN counts one). Pure ACKs carry no data. */
 	len = BPF_CORE_READ(tcb, end_seq) - BPF_CORE_READ(tcb, seq);
 	if (!len)
 		return 0;
