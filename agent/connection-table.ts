@@ -58,6 +58,14 @@ export const ZERO_ANCILLARY: Readonly<AncillaryCounters> = Object.freeze({
   stalls: 0,
 });
 
+/**
+ * The part of an event a connection keeps: holding the whole event would also hold its address
+ * strings and arguments, for every tracked connection.
+ */
+function snap(ev: ProbeEvent): Snapshot {
+  return { tsNs: ev.tsNs, counters: ev.counters, ancillary: ev.ancillary };
+}
+
 /** One tracked connection. */
 export interface Connection {
   readonly cookie: bigint;
@@ -201,7 +209,7 @@ export class ConnectionTable {
       this.stats.stale++;
       return;
     }
-    c.last = ev;
+    c.last = snap(ev);
     if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
     if (isTerminal(c.state)) return;
     if (c.state === STATE.DESYNC) {
@@ -218,7 +226,7 @@ export class ConnectionTable {
     if ((ev.kind === EVENT_KIND.state && isFinState(ev.arg1)) || isFinState(ev.tcpState)) c.sawFin = true;
     const due = ev.tsNs - c.windowStart.tsNs >= this.activeTimeoutNs;
     const t = next(c.state, input, due);
-    if (t !== null) this.take(c, t, ev);
+    if (t !== null) this.take(c, t, c.last);
   }
 
   private take(c: Connection, t: Transition, end: Snapshot): void {
@@ -300,8 +308,9 @@ export class ConnectionTable {
     if (this.conns.size >= this.maxConnections) this.evictOldest();
     // A connection seen from its start counts from zero, so its profiles add up to the kernel's
     // totals; an adopted one counts from the snapshot it was found with.
+    const last = snap(ev);
     const start: Snapshot = adopted
-      ? ev
+      ? last
       : {
           tsNs: ev.ancillary.synNs > 0n && ev.ancillary.synNs <= ev.tsNs ? ev.ancillary.synNs : ev.tsNs,
           counters: ZERO_COUNTERS,
@@ -321,7 +330,7 @@ export class ConnectionTable {
       startReason: state,
       windowState: state,
       windowStart: start,
-      last: ev,
+      last,
       rttSamples: 0,
       srttSumUs: 0,
       mdevSumUs: 0,
