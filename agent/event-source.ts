@@ -120,8 +120,11 @@ export class IterableSource implements EventSource {
     })();
   }
 
+  /** Stops; waits up to a second for the iteration to notice (an iterable may block forever). */
   async close(): Promise<void> {
     this.stopped = true;
-    await this.running;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.running, new Promise((r) => (timer = setTimeout(r, 1000)))]);
+    clearTimeout(timer);
   }
 }
