@@ -57,9 +57,10 @@ struct {
 /* Per-socket state: the ancillary counters events carry, and what the kernel forgets too early. */
 struct kf_sk_state {
 	struct kf_ancillary anc;
-	/* The local port: the kernel zeroes it when the socket closes, before its last events. */
+	/* The ports: the kernel zeroes them when the socket closes, before its last events. */
 	__u16 sport;
-	__u16 _pad[3];
+	__u16 dport;
+	__u32 _pad;
 };
 
 struct {
@@ -217,11 +218,15 @@ static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, _
 	if (!st)
 		return;
 	e->anc = st->anc;
-	/* Remember the port while the kernel has it; report it after the kernel cleared it. */
+	/* Keep the ports while the kernel has them; report them once the kernel cleared them. */
 	if (e->sport)
 		st->sport = e->sport;
 	else
 		e->sport = st->sport;
+	if (e->dport)
+		st->dport = e->dport;
+	else
+		e->dport = st->dport;
 }
 
 /* Reserves, fills and submits one event; a full ring is counted, never waited for. */

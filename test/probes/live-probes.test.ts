@@ -300,6 +300,41 @@ describe('live probes', { concurrency: false }, () => {
     }
   });
 
+  it('flags the subflows of an MPTCP connection and reports nothing for its meta socket', async (t) => {
+    if (!requireRoot(t)) return;
+    const { a: client, b: server } = pair!;
+    const port = 5050;
+    const srv = startPeer(server, ['mptcp-server', server.ipv4, port, 50_000, 100_000]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    try {
+      await srv.phase('listening');
+      cli = startPeer(client, ['mptcp-client', server.ipv4, port, 50_000, 100_000]);
+      const done = await cli.phase('done');
+      cli.release();
+      await cli.phase('closed');
+      await srv.phase('done');
+      const cport = Number(done['local_port']);
+      await log!.waitFor(
+        (e) => e.kind === EVENT_KIND.destroy && e.netns === client.inode && e.localPort === cport,
+      );
+      const evs = ofSocket(log!, client, cport);
+      assert.ok(evs.some((e) => e.kind === EVENT_KIND.connect));
+      assert.ok(evs.some((e) => e.kind === EVENT_KIND.activeEstablished));
+      assert.ok(evs.every((e) => e.mptcpSubflow));
+      // The meta socket is not a TCP socket: every event of this port pair is a subflow's.
+      const pairEvents = log!.filter(
+        (e) =>
+          (e.netns === client.inode && e.remotePort === port) ||
+          (e.netns === server.inode && e.localPort === port),
+      );
+      assert.ok(pairEvents.length > 0 && pairEvents.every((e) => e.mptcpSubflow));
+      assert.ok(evs.at(-1)!.counters.bytesReceived >= 100_000);
+    } finally {
+      cli?.kill();
+      srv.kill();
+    }
+  });
+
   it('snapshots, with the iterator, a connection opened before the probes were loaded', async (t) => {
     if (!requireRoot(t)) return;
     const { a: client, b: server } = pair!;
@@ -340,6 +375,8 @@ describe('live probes', { concurrency: false }, () => {
     const { a } = pair!;
     // One page of ring (about 16 events), nobody consuming, then 20 loopback connections.
     const small = startLiveProbes({ ringBytes: 4096, netns: a.inode });
+    // The namespace filter: probes for the other namespace see none of it.
+    const other = startLiveProbes({ ringBytes: 4096, netns: pair!.b.inode });
     try {
       assert.equal(small.lostEvents(), 0n);
       a.exec('python3', [
@@ -350,8 +387,51 @@ describe('live probes', { concurrency: false }, () => {
       assert.ok(stats.lost > 0n, `lost ${stats.lost}`);
       assert.ok(stats.events > 0n);
       assert.equal(small.lostEvents(), stats.lost);
+      assert.deepEqual(other.stats(), { events: 0n, lost: 0n, badChecksumsHost: 0n, noStorage: 0n });
     } finally {
+      other.close();
       small.close();
+    }
+  });
+});
+
+describe('probes loaded after the connection', () => {
+  it('sees RTOs of a connection opened before the probes, once the iterator has snapshotted it', async (t) => {
+    if (!requireRoot(t)) return;
+    const pair = createNetnsPair();
+    const { a: client, b: server } = pair;
+    const port = 5060;
+    const total = 3 << 20;
+    const srv = startPeer(server, ['server', server.ipv4, port, total, 1]);
+    let cli: ReturnType<typeof startPeer> | null = null;
+    let late: LiveProbes | null = null;
+    let lateLog: EventLog | null = null;
+    try {
+      await srv.phase('listening');
+      cli = startPeer(client, ['client', server.ipv4, port, total, 1, 32768, 20]);
+      const cport = Number((await cli.phase('connected'))['local_port']);
+      // Loaded after the handshake, with no other kpiflow probes in this file loaded: sockops
+      // never saw this socket, so only the iterator can have turned its RTO callback on.
+      late = startLiveProbes({ netns: client.inode });
+      lateLog = new EventLog(late);
+      const snap = late.snapshot([{ inode: client.inode, path: client.path }]);
+      assert.ok(snap.some((e) => e.localPort === cport));
+      server.exec(
+        'nft',
+        ['-f', '-'],
+        `table inet kfbh2 {\n chain in {\n  type filter hook input priority 0;\n  tcp dport ${port} drop\n }\n}\n`,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      server.exec('nft', ['delete', 'table', 'inet', 'kfbh2']);
+      await cli.phase('done', 60000);
+      const rto = await lateLog.waitFor((e) => e.kind === EVENT_KIND.rto && e.localPort === cport);
+      assert.ok(rto.ancillary.stalls >= 1);
+    } finally {
+      lateLog?.close();
+      late?.close();
+      cli?.kill();
+      srv.kill();
+      pair.close();
     }
   });
 });

@@ -10,6 +10,8 @@ It moves a known number of bytes each way and prints the kernel's own view of th
                                   connect, send SEND bytes (in CHUNKs every INTERVAL_MS), read
                                   EXPECT bytes, wait until all is acknowledged, print TCP_INFO,
                                   wait for a line on stdin, close
+  mptcp-server ..., mptcp-client ...
+                                  the same over MPTCP (IPPROTO_MPTCP): the probes see its subflows
 """
 import json
 import socket
@@ -65,12 +67,16 @@ def read_exactly(conn, n):
     return got
 
 
+IPPROTO_MPTCP = 262
+PROTO = 0
+
+
 def family(addr):
     return socket.AF_INET6 if ":" in addr else socket.AF_INET
 
 
 def server(addr, port, expect, reply):
-    s = socket.socket(family(addr), socket.SOCK_STREAM)
+    s = socket.socket(family(addr), socket.SOCK_STREAM, PROTO)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen(16)
@@ -88,7 +94,9 @@ def server(addr, port, expect, reply):
 
 
 def client(addr, port, send, expect, chunk, interval_ms):
-    c = socket.create_connection((addr, port), timeout=30)
+    c = socket.socket(family(addr), socket.SOCK_STREAM, PROTO)
+    c.settimeout(30)
+    c.connect((addr, port))
     say({"phase": "connected", "local_port": c.getsockname()[1]})
     chunk = chunk or send or 1
     sent = 0
@@ -112,6 +120,9 @@ def client(addr, port, send, expect, chunk, interval_ms):
 
 if __name__ == "__main__":
     mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if mode.startswith("mptcp-"):
+        PROTO = IPPROTO_MPTCP
+        mode = mode[len("mptcp-"):]
     if mode == "server":
         server(addr, port, int(sys.argv[4]), int(sys.argv[5]))
     else:
