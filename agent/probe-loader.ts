@@ -339,13 +339,18 @@ export class LiveProbes {
     };
   }
 
+  /** Namespaces the last snapshot() could not walk (vanished, or refused), with the reason. */
+  snapshotErrors: { path: string; error: string }[] = [];
+
   /**
    * One snapshot event per open TCP connection, by the iterator, in each namespace given (default:
-   * every namespace of the host). Namespaces that vanish meanwhile are skipped.
+   * every namespace of the host). A namespace that cannot be walked (it vanished meanwhile, or
+   * refused) is skipped and listed in snapshotErrors; the others are still reported.
    */
   snapshot(namespaces: readonly NetworkNamespace[] = listNetworkNamespaces()): ProbeEvent[] {
     const self = statSync('/proc/self/ns/net').ino;
     const out: ProbeEvent[] = [];
+    this.snapshotErrors = [];
     for (const ns of namespaces) {
       let bytes: Buffer;
       try {
@@ -354,8 +359,9 @@ export class LiveProbes {
             ? this.probes.iterate(PROBE_NAMES.iterator)
             : this.probes.iterate(PROBE_NAMES.iterator, ns.path);
       } catch (err) {
-        if (err instanceof NativeError && err.code === 'NAT_ERR_ITER' && err.errno === 2) continue;
-        throw err;
+        if (!(err instanceof NativeError) || err.code !== 'NAT_ERR_ITER') throw err;
+        this.snapshotErrors.push({ path: ns.path, error: err.message });
+        continue;
       }
       out.push(...decodeProbeEvents(bytes).events);
     }
