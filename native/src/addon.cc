@@ -165,7 +165,23 @@ void OnPoll(uv_poll_t *handle, int status, int events) {
   }
 }
 
-void CloseRing(Ring *r) {
+// teardown: the Node environment is going away. Its references must not be touched any more
+// (napi_delete_reference or async-destroy would crash), and a worker's loop runs its closing
+// handles after this addon is unloaded, so no close callback of ours may be left pending: the
+// handle is closed without one and its few bytes are left behind.
+void CloseRing(Ring *r, bool teardown) {
+  if (teardown) {
+    r->callback.SuppressDestruct();
+    r->context.release();
+    if (r->poll != nullptr) {
+      uv_poll_stop(r->poll);
+      r->poll->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t *>(r->poll), nullptr);
+    }
+    ring_buffer__free(r->rb);
+    delete r;
+    return;
+  }
   if (r->poll != nullptr) {
     // uv_poll_stop guarantees OnPoll no longer runs; the ring is freed once libuv lets go.
     uv_poll_stop(r->poll);
@@ -225,11 +241,12 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (data_ != nullptr) data_->live.insert(this);
   }
 
-  ~BpfObject() override { Release(); }
+  ~BpfObject() override { Release(false); }
 
-  // Frees everything without calling JavaScript: close(), GC and the environment's cleanup.
-  void Release() {
-    for (auto &it : rings_) CloseRing(it.second);
+  // Frees everything without calling JavaScript: close(), GC and (teardown) the environment's
+  // cleanup hook.
+  void Release(bool teardown) {
+    for (auto &it : rings_) CloseRing(it.second, teardown);
     rings_.clear();
     for (auto &it : links_) bpf_link__destroy(it.second);
     links_.clear();
@@ -571,7 +588,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (err != 0) {
       delete r->poll;
       r->poll = nullptr;
-      CloseRing(r);
+      CloseRing(r, false);
       Throw(env, "NAT_ERR_RINGBUF", "cannot poll ring buffer", -err);
       return env.Undefined();
     }
@@ -587,7 +604,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
     if (info.Length() < 1 || !info[0].IsNumber()) return env.Undefined();
     auto it = rings_.find(info[0].As<Napi::Number>().Int32Value());
     if (it == rings_.end()) return Napi::Boolean::New(env, false);
-    CloseRing(it->second);
+    CloseRing(it->second, false);
     rings_.erase(it);
     return Napi::Boolean::New(env, true);
   }
@@ -663,7 +680,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   }
 
   Napi::Value Close(const Napi::CallbackInfo &info) {
-    Release();
+    Release(false);
     return info.Env().Undefined();
   }
 };
@@ -673,7 +690,7 @@ void Cleanup(void *arg) {
   AddonData *data = static_cast<AddonData *>(arg);
   // Release() erases itself from the set: copy first.
   std::vector<BpfObject *> live(data->live.begin(), data->live.end());
-  for (BpfObject *o : live) o->Release();
+  for (BpfObject *o : live) o->Release(true);
 }
 
 Napi::Value InitErrors(const Napi::CallbackInfo &info) {

@@ -8,7 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { createProbeLoader, loadNativeBinding, NativeError, readProbeSpec } from '../../native/index.js';
 import { requireRoot } from '../helpers/netns.js';
 import { requireTools, run } from '../helpers/tools.js';
@@ -96,5 +97,34 @@ describe('native addon', () => {
       obj.close();
     }
     assert.throws(() => obj.mapKeys('kf_stats'), { code: 'NAT_ERR_CLOSED' });
+  });
+
+  it('releases probes with a live ring subscription when a worker thread is terminated', async (t) => {
+    if (!requireRoot(t)) return;
+    const loader = pathToFileURL(`${ROOT}dist/agent/probe-loader.js`).href;
+    const worker = new Worker(
+      `import(${JSON.stringify(loader)}).then((m) => {
+        const p = m.startLiveProbes();
+        p.subscribe(() => {});
+        require('node:worker_threads').parentPort.postMessage(p.probes.programIds().get('kf_destroy'));
+      });`,
+      { eval: true },
+    );
+    const id = await new Promise<number>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    // The environment's cleanup hook detaches and frees everything; the process must survive it.
+    assert.equal(await worker.terminate(), 1);
+    let gone = false;
+    for (let i = 0; i < 50 && !gone; i++) {
+      try {
+        run('bpftool', ['prog', 'show', 'id', String(id)]);
+        await new Promise((r) => setTimeout(r, 100));
+      } catch {
+        gone = true;
+      }
+    }
+    assert.ok(gone, `program ${id} still loaded after the worker ended`);
   });
 });
