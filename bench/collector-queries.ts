@@ -17,9 +17,10 @@
  *      percentile pass (SQL alone, then with rows handed to JS), the JS sort, and HTTP/JSON.
  *
  * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep]
- *          [--requests R] [--warmup W] [--resume] [--no-diagnose]
+ *          [--requests R] [--warmup W] [--resume] [--only NAME,...] [--no-diagnose]
  *   --db PATH    database file (kept); default a temp dir, removed at the end unless --keep
  *   --requests   measured requests per query (default 40); --warmup: per query (default 3)
+ *   --only       only the queries whose names contain one of these (comma-separated)
  *   --resume     with --db: results are saved to PATH.results.json after each step; continue from there
  */
 import {
@@ -57,6 +58,8 @@ interface Args {
   warmup: number;
   diagnose: boolean;
   resume: boolean;
+  /** Only the queries whose names contain one of these. */
+  only: string[];
 }
 
 function parseArgs(argv: string[]): Args {
@@ -68,6 +71,7 @@ function parseArgs(argv: string[]): Args {
     warmup: 3,
     diagnose: true,
     resume: false,
+    only: [],
   };
   const num = (i: number, name: string, min: number) => {
     const v = Number(argv[i]);
@@ -94,6 +98,9 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--resume':
         a.resume = true;
+        break;
+      case '--only':
+        a.only.push(...String(argv[++i] ?? '').split(','));
         break;
       case '--no-diagnose':
         a.diagnose = false;
@@ -821,7 +828,9 @@ async function main(): Promise<void> {
       `${args.warmup} warm-up + ${args.requests} measured requests per query, one at a time`,
   );
 
-  const kinds = queryKinds(params);
+  const kinds = queryKinds(params).filter(
+    (k) => args.only.length === 0 || args.only.some((o) => k.name.includes(o)),
+  );
   const stats = new Map<string, Stat>();
   const resultsPath = `${path}.results.json`;
   const runKey = `${maxId}/${now}/${args.requests}/${args.warmup}`;

@@ -6,7 +6,6 @@
 import type { Logger } from 'pino';
 import {
   type DataSet,
-  DataType,
   type DecodeResult,
   IPFIX_ERRORS,
   IpfixDecoder,
@@ -16,11 +15,10 @@ import {
   isTypeRecordTemplate,
   recordToJson,
   type SessionInfo,
-  type Template,
   type Transport,
-  valueToJson,
 } from '../ipfix/index.js';
-import { isProfileTemplate, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from './profile-schema.js';
+import { profileRowBuilder } from './profile-row.js';
+import { isProfileTemplate } from './profile-schema.js';
 import type { ExporterDelta, FlowRow, IngestBatch, ProfileRow, Store } from './store/types.js';
 
 /** Ingest settings. */
@@ -59,19 +57,6 @@ export interface IngestCounters {
   typeRecords: number;
   /** Duration of each flush, ms, for the latency histogram (drained by the metrics reader). */
   flushDurations: number[];
-}
-
-const PROFILE_COLUMN_SET = new Set<string>([...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS]);
-const ADDRESS_FIELDS: Record<string, 'sourceAddress' | 'destinationAddress'> = {
-  sourceIPv4Address: 'sourceAddress',
-  sourceIPv6Address: 'sourceAddress',
-  destinationIPv4Address: 'destinationAddress',
-  destinationIPv6Address: 'destinationAddress',
-};
-
-/** Dotted text for an IPv4-mapped IPv6 address, as the API reports IPv4 hosts. */
-function unmap(a: string): string {
-  return a.startsWith('::ffff:') && a.indexOf('.') > 0 ? a.slice(7) : a;
 }
 
 function asInt(v: IpfixValue | undefined): number | bigint | null {
@@ -251,7 +236,9 @@ export class Ingest {
     }
     if (isProfileTemplate(set.templateId) && !t.isOptions) {
       acc.profiles += n;
-      for (const r of set.records) this.profiles.push(this.profileRow(acc.exporter, set, r, now));
+      const build = profileRowBuilder(t);
+      const odid = set.observationDomainId;
+      for (const r of set.records) this.profiles.push(build(acc.exporter, odid, now, r));
       return;
     }
     acc.flows += n;
@@ -263,32 +250,6 @@ export class Ingest {
         this.flowRow(acc, set, r, now, registry ? recordToJson(t, r, registry) : recordToJson(t, r)),
       );
     }
-  }
-
-  private profileRow(exporter: string, set: DataSet, r: IpfixRecord, now: number): ProfileRow {
-    const row: ProfileRow = {
-      exporter,
-      observationDomainId: set.observationDomainId,
-      templateId: set.templateId,
-      receivedMilliseconds: now,
-      extra: null,
-    };
-    let extra = '';
-    for (const name in r) {
-      const v = r[name]!;
-      const addr = ADDRESS_FIELDS[name];
-      if (addr && typeof v === 'string') {
-        row[addr] = unmap(v);
-        if (row['ipVersion'] === undefined)
-          row['ipVersion'] = name.includes('IPv4') || v.startsWith('::ffff:') ? 4 : 6;
-      } else if (PROFILE_COLUMN_SET.has(name) && (typeof v === 'number' || typeof v === 'bigint')) {
-        row[name] = v;
-      } else {
-        extra += `${extra ? ',' : '{'}${JSON.stringify(name)}:${valueToJson(v, typeOf(set.template, name))}`;
-      }
-    }
-    if (extra) row.extra = `${extra}}`;
-    return row;
   }
 
   private flowRow(acc: ExporterAccount, set: DataSet, r: IpfixRecord, now: number, fields: string): FlowRow {
@@ -409,16 +370,6 @@ export class Ingest {
       this.sessionClosed(key, 'collector stopping');
     await this.flush();
   }
-}
-
-const typeCache = new WeakMap<Template, Map<string, number>>();
-function typeOf(t: Template, name: string): number {
-  let m = typeCache.get(t);
-  if (!m) {
-    m = new Map(t.fields.map((f) => [f.element.name, f.element.type]));
-    typeCache.set(t, m);
-  }
-  return m.get(name) ?? DataType.octetArray;
 }
 
 /** Every decode error code, for metrics label sets. */
