@@ -792,23 +792,22 @@ async function main(): Promise<void> {
   const store = new SqliteStore({ path });
   const sizeBytes = await store.sizeBytes();
   const meta = new Database(path, { readonly: true, fileMustExist: true });
-  const maxT = (meta.prepare('SELECT max(flowStartMilliseconds) AS t FROM profiles').get() as { t: number })
-    .t;
-  const maxId = (meta.prepare('SELECT max(id) AS n FROM profiles').get() as { n: number }).n;
+  // Profiles are clustered by t (schema 2): every lookup here goes by t, not id.
+  const maxT = (meta.prepare('SELECT max(t) AS t FROM profiles').get() as { t: number }).t;
+  const minT = (meta.prepare('SELECT min(t) AS t FROM profiles').get() as { t: number }).t;
+  const maxId = (meta.prepare(`SELECT value AS n FROM meta WHERE key = 'nextProfileId'`).get() as { n: number }).n - 1;
   const now = maxT + 1;
   const destinations = (
     meta
-      .prepare(
-        'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE flowStartMilliseconds >= ? GROUP BY 1 ORDER BY 2 DESC',
-      )
+      .prepare('SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC')
       .all(now - DAY) as { a: string }[]
   ).map((r) => r.a);
-  const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE id = ?');
+  const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE t >= ? ORDER BY t LIMIT 1');
   const pr = rng(42);
   const flowIds: number[] = [];
   const sources = new Set<string>();
   while (flowIds.length < 400) {
-    const r = sample.get(1 + Math.floor(pr() * maxId)) as
+    const r = sample.get(minT + Math.floor(pr() * (maxT - minT))) as
       | { flowId: number; sourceAddress: string }
       | undefined;
     if (!r) continue;

@@ -301,21 +301,28 @@ export class SqliteStore implements Store {
     const tte = new Map<string, number[]>();
     const gk = (k: Scalar, b: Scalar) => `${k}\u0000${b}`;
     const wanted = new Set(groups.map((g) => gk(g.key, g.bucket)));
-    const values = this.db.prepare(
-      `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket,
+    // Only the rows of the groups returned are read back (the rest were cut by the limit): SQLite
+    // skips the others during its scan instead of handing every row to JavaScript.
+    const keys = [...new Set(groups.map((g) => g.key))];
+    const nonNull = keys.filter((k) => k !== null);
+    const keyFilter = `(${keyExpr} IN (SELECT value FROM json_each(?))${nonNull.length < keys.length ? ` OR ${keyExpr} IS NULL` : ''})`;
+    const values = this.db
+      .prepare(
+        `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket,
          COALESCE(meanLatencyMicroseconds / 1000.0, meanLatencyMilliseconds) AS rtt, timeToEstablishMilliseconds AS tte
-       FROM profiles WHERE ${w.sql} AND (meanLatencyMicroseconds IS NOT NULL OR meanLatencyMilliseconds IS NOT NULL OR timeToEstablishMilliseconds IS NOT NULL)`,
-    );
-    for (const v of values.iterate(...w.params) as Iterable<{
-      key: Scalar;
-      bucket: Scalar;
-      rtt: number | null;
-      tte: number | null;
-    }>) {
-      const k = gk(v.key, v.bucket);
+       FROM profiles WHERE ${w.sql} AND ${keyFilter}
+         AND (meanLatencyMicroseconds IS NOT NULL OR meanLatencyMilliseconds IS NOT NULL OR timeToEstablishMilliseconds IS NOT NULL)`,
+      )
+      .raw();
+    for (const v of values.iterate(...w.params, JSON.stringify(nonNull)) as Iterable<
+      [Scalar, Scalar, number | null, number | null]
+    >) {
+      const k = gk(v[0], v[1]);
       if (!wanted.has(k)) continue;
-      if (v.rtt !== null) (rtt.get(k) ?? rtt.set(k, []).get(k)!).push(v.rtt);
-      if (v.tte !== null && v.tte > 0) (tte.get(k) ?? tte.set(k, []).get(k)!).push(v.tte);
+      const r = v[2];
+      const t = v[3];
+      if (r !== null) (rtt.get(k) ?? rtt.set(k, []).get(k)!).push(r);
+      if (t !== null && t > 0) (tte.get(k) ?? tte.set(k, []).get(k)!).push(t);
     }
     return groups.map((g) => {
       const r = rtt.get(gk(g.key, g.bucket))?.sort((a, b) => a - b);
