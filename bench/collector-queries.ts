@@ -795,11 +795,14 @@ async function main(): Promise<void> {
   // Profiles are clustered by t (schema 2): every lookup here goes by t, not id.
   const maxT = (meta.prepare('SELECT max(t) AS t FROM profiles').get() as { t: number }).t;
   const minT = (meta.prepare('SELECT min(t) AS t FROM profiles').get() as { t: number }).t;
-  const maxId = (meta.prepare(`SELECT value AS n FROM meta WHERE key = 'nextProfileId'`).get() as { n: number }).n - 1;
+  const maxId =
+    (meta.prepare(`SELECT value AS n FROM meta WHERE key = 'nextProfileId'`).get() as { n: number }).n - 1;
   const now = maxT + 1;
   const destinations = (
     meta
-      .prepare('SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC')
+      .prepare(
+        'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC',
+      )
       .all(now - DAY) as { a: string }[]
   ).map((r) => r.a);
   const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE t >= ? ORDER BY t LIMIT 1');

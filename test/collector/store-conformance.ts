@@ -235,7 +235,11 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
         // A limit that cuts groups off leaves the percentiles of the groups returned as they were.
         const top = await s.summary({ groupBy: 'destination', limit: 2 });
         assert.equal(top.length, 2);
-        for (const g of top) assert.deepEqual(g, sum.find((x) => x.key === g.key));
+        for (const g of top)
+          assert.deepEqual(
+            g,
+            sum.find((x) => x.key === g.key),
+          );
         const buckets = await s.summary({ groupBy: 'ipVersion', bucketMs: 60_000, limit: 1000 });
         const expected = new Map<string, number>();
         for (const r of rows) {
