@@ -10,10 +10,12 @@ DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
 # native addon, g++/make/python3 run node-gyp, nftables/iproute2 build the test hosts.
 DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g++ make python3 \
 	iproute2 nftables clang-format
+# The overhead benchmark's bulk workload (bench/agent-overhead.ts).
+DEB_PACKAGES += iperf3
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
-.PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean lint-c
+.PHONY: build test demo deps lint typecheck bench bench-queries bench-agent fuzz clean lint-c
 
 $(STAMP)/deb: Makefile scripts/ensure-debs.sh
 	@mkdir -p $(STAMP)
@@ -76,6 +78,10 @@ bench: deps build
 # Fills a database with 10 M profiles first (several minutes), then times API queries.
 bench-queries: deps build
 	node dist/bench/collector-queries.js
+
+# What monitoring costs the host (as root: namespaces, probes): no probes vs kpiflow vs per-packet.
+bench-agent: deps build
+	node dist/bench/agent-overhead.js $(BENCH_ARGS)
 
 fuzz: build
 	node dist/test/ipfix/fuzz-long.js
