@@ -15,7 +15,7 @@ DEB_PACKAGES += iperf3
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
-.PHONY: build test demo deps lint typecheck bench bench-queries bench-agent fuzz clean lint-c
+.PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean lint-c
 
 $(STAMP)/deb: Makefile scripts/ensure-debs.sh
 	@mkdir -p $(STAMP)
@@ -80,6 +80,7 @@ bench-queries: deps build
 	node dist/bench/collector-queries.js
 
 # What monitoring costs the host (as root: namespaces, probes): no probes vs kpiflow vs per-packet.
+.PHONY: bench-agent
 bench-agent: deps build
 	node dist/bench/agent-overhead.js $(BENCH_ARGS)
 
