@@ -43,7 +43,10 @@ export interface AgentOptions {
   activeTimeoutMs?: number;
   /** Most connections tracked at once. Default 100,000. */
   maxConnections?: number;
-  /** Timer period, ms (scans for the active timeout). Default 1000; 0: no timer, call tick(). */
+  /**
+   * Timer period, ms (scans for the active timeout). Default: 1000, or the scan interval when
+   * shorter; 0: no timer, call tick().
+   */
   tickMs?: number;
   /** Least time between two iterator scans, ms. Default activeTimeoutMs / 4. */
   scanIntervalMs?: number;
@@ -111,6 +114,7 @@ export class Agent {
     this.builder = new ProfileBuilder({
       clockOffsetNs: measureClockOffset(this.clock),
       missing: options.source.missing,
+      reorderingDistance: options.source.reorderingDistance ?? false,
     });
     const bootId = options.bootId ?? defaultBootId();
     this.table = new ConnectionTable({
@@ -143,7 +147,9 @@ export class Agent {
       options.exporter ??
       (await Exporter.open({
         ...options.export!,
-        templates: profileTemplates(options.source.missing),
+        templates: profileTemplates(options.source.missing, {
+          reorderingDistance: options.source.reorderingDistance ?? false,
+        }),
         log,
       }));
     const agent = new Agent(options, exporter, !options.exporter, log);
@@ -155,7 +161,10 @@ export class Agent {
       if (agent.ownsExporter) exporter.destroy();
       throw err;
     }
-    const tickMs = options.tickMs ?? 1000;
+    // The timer must run at least as often as scans are due, or a short active timeout (2 s:
+    // scans every 500 ms) would only be checked every second and report up to 50 % late.
+    const activeTimeoutMs = options.activeTimeoutMs ?? 60_000;
+    const tickMs = options.tickMs ?? Math.min(1000, options.scanIntervalMs ?? activeTimeoutMs / 4);
     if (tickMs > 0) {
       agent.timer = setInterval(() => agent.tick(), tickMs);
       agent.timer.unref();

@@ -18,11 +18,19 @@ import {
 } from './fsm.js';
 import { type AncillaryCounters, EVENT_KIND, type ProbeEvent, type TcpCounters } from './probe-event.js';
 
-/** Counters and ancillary state at one instant (a probe event satisfies it). */
+/** Counters and ancillary state at one instant. */
 export interface Snapshot {
   tsNs: bigint;
   counters: TcpCounters;
   ancillary: AncillaryCounters;
+  /**
+   * Sequence numbers of control flags that `counters.bytesAcked` includes at this instant: 1 for
+   * our SYN once acked (active opens), 1 for our FIN once acked. The builder subtracts them so
+   * profiles carry application payload bytes.
+   */
+  seqAcked: number;
+  /** 1 once the peer's FIN is counted in `counters.bytesReceived` (the kernel counts it too). */
+  seqReceived: number;
 }
 
 /** All-zero kernel counters: the baseline of a socket the agent saw from its creation. */
@@ -56,18 +64,81 @@ export const ZERO_ANCILLARY: Readonly<AncillaryCounters> = Object.freeze({
   dupOctets: 0,
   badChecksums: 0,
   stalls: 0,
+  ofoDistCount: 0,
+  ofoDistSum: 0,
+  ofoDistSumSq: 0,
 });
 
 /**
  * The part of an event a connection keeps: holding the whole event would also hold its address
- * strings and arguments, for every tracked connection.
+ * strings and arguments, for every tracked connection. `c` says which SYN and FIN sequence
+ * numbers the kernel's byte counters include at this event (after `trackSequence`).
  */
-function snap(ev: ProbeEvent): Snapshot {
-  return { tsNs: ev.tsNs, counters: ev.counters, ancillary: ev.ancillary };
+function snap(ev: ProbeEvent, c: SequenceFlags): Snapshot {
+  return {
+    tsNs: ev.tsNs,
+    counters: ev.counters,
+    ancillary: ev.ancillary,
+    seqAcked: (c.active && ev.counters.bytesAcked > 0 ? 1 : 0) + (c.finAcked ? 1 : 0),
+    seqReceived: c.peerFin ? 1 : 0,
+  };
+}
+
+/** What a connection knows of the SYN and FINs the kernel counts in its byte counters. */
+interface SequenceFlags {
+  /** This side sent the SYN (connect): its acknowledgement is 1 in bytes_acked. */
+  active: boolean;
+  /** Our FIN was acknowledged: 1 in bytes_acked. */
+  finAcked: boolean;
+  /** The peer's FIN was taken in order by this socket: 1 in bytes_received. */
+  peerFin: boolean;
+  /** bytes_received when FIN_WAIT2 was entered, -1 before. */
+  finWait2Received: number;
+}
+
+/**
+ * Updates what `c` knows of the SYN and FINs counted in its byte counters from one event. The
+ * kernel counts sequence space: bytes_acked takes 1 for an acked SYN or FIN, bytes_received 1 for
+ * the peer's FIN (not for its SYN). States give it away: FIN_WAIT2 and TIME_WAIT mean our FIN was
+ * acked; CLOSE_WAIT, CLOSING, LAST_ACK and TIME_WAIT that the peer's FIN was taken; a close from
+ * LAST_ACK or CLOSING with nothing outstanding is the ack of our FIN. A close from FIN_WAIT2 is
+ * ambiguous: the peer's FIN reached this socket (bytes_received grew in FIN_WAIT2), or an
+ * orphaned socket was handed to a time-wait socket that takes the FIN instead (it did not).
+ */
+function trackSequence(c: SequenceFlags & { resetSeen: boolean }, ev: ProbeEvent): void {
+  const entered = ev.kind === EVENT_KIND.state ? ev.arg1 : ev.tcpState;
+  switch (entered) {
+    case TCP_STATE.FIN_WAIT2:
+      c.finAcked = true;
+      if (c.finWait2Received < 0) c.finWait2Received = ev.counters.bytesReceived;
+      break;
+    case TCP_STATE.TIME_WAIT:
+      c.finAcked = true;
+      c.peerFin = true;
+      break;
+    case TCP_STATE.CLOSE_WAIT:
+    case TCP_STATE.CLOSING:
+    case TCP_STATE.LAST_ACK:
+      c.peerFin = true;
+      break;
+    case TCP_STATE.CLOSE: {
+      if (ev.kind !== EVENT_KIND.state || c.resetSeen) break;
+      const from = ev.arg0;
+      if ((from === TCP_STATE.LAST_ACK || from === TCP_STATE.CLOSING) && ev.counters.unackedBytes === 0)
+        c.finAcked = true;
+      if (
+        from === TCP_STATE.FIN_WAIT2 &&
+        c.finWait2Received >= 0 &&
+        ev.counters.bytesReceived > c.finWait2Received
+      )
+        c.peerFin = true;
+      break;
+    }
+  }
 }
 
 /** One tracked connection. */
-export interface Connection {
+export interface Connection extends SequenceFlags {
   readonly cookie: bigint;
   readonly flowId: bigint;
   netns: number;
@@ -209,7 +280,9 @@ export class ConnectionTable {
       this.stats.stale++;
       return;
     }
-    c.last = snap(ev);
+    if (ev.kind === EVENT_KIND.resetSent || ev.kind === EVENT_KIND.resetReceived) c.resetSeen = true;
+    trackSequence(c, ev);
+    c.last = snap(ev, c);
     if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
     if (isTerminal(c.state)) return;
     if (c.state === STATE.DESYNC) {
@@ -222,7 +295,6 @@ export class ConnectionTable {
       c.mdevSumUs += ev.counters.mdevUs;
     }
     const input = classify(ev, c);
-    if (ev.kind === EVENT_KIND.resetSent || ev.kind === EVENT_KIND.resetReceived) c.resetSeen = true;
     if ((ev.kind === EVENT_KIND.state && isFinState(ev.arg1)) || isFinState(ev.tcpState)) c.sawFin = true;
     const due = ev.tsNs - c.windowStart.tsNs >= this.activeTimeoutNs;
     const t = next(c.state, input, due);
@@ -306,15 +378,31 @@ export class ConnectionTable {
 
   private add(ev: ProbeEvent, state: State, adopted: boolean): Connection {
     if (this.conns.size >= this.maxConnections) this.evictOldest();
+    // Which end sent the SYN is known only for connections seen from their handshake; for an
+    // adopted one it does not matter: its SYN is in the baseline and in every later snapshot.
+    const flags: SequenceFlags & { resetSeen: boolean } = {
+      active:
+        !adopted &&
+        (ev.kind === EVENT_KIND.connect ||
+          ev.kind === EVENT_KIND.activeEstablished ||
+          ev.tcpState === TCP_STATE.SYN_SENT),
+      finAcked: false,
+      peerFin: false,
+      finWait2Received: -1,
+      resetSeen: false,
+    };
+    trackSequence(flags, ev);
     // A connection seen from its start counts from zero, so its profiles add up to the kernel's
     // totals; an adopted one counts from the snapshot it was found with.
-    const last = snap(ev);
+    const last = snap(ev, flags);
     const start: Snapshot = adopted
       ? last
       : {
           tsNs: ev.ancillary.synNs > 0n && ev.ancillary.synNs <= ev.tsNs ? ev.ancillary.synNs : ev.tsNs,
           counters: ZERO_COUNTERS,
           ancillary: ZERO_ANCILLARY,
+          seqAcked: 0,
+          seqReceived: 0,
         };
     const c: Connection = {
       cookie: ev.cookie,
@@ -335,8 +423,8 @@ export class ConnectionTable {
       srttSumUs: 0,
       mdevSumUs: 0,
       sawFin: isFinState(ev.tcpState),
-      resetSeen: false,
       adopted,
+      ...flags,
     };
     this.conns.set(ev.cookie, c);
     if (adopted) this.stats.adopted++;

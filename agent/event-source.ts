@@ -24,6 +24,11 @@ export interface EventSource {
   readonly name: string;
   /** TcpCounters fields this kernel cannot provide (the profile template leaves their KPIs out). */
   readonly missing: readonly (keyof TcpCounters)[];
+  /**
+   * True when events carry the out-of-order distance (the live probes' per-packet mode): the
+   * template then has meanReorderingDistance and varReorderingDistance. Absent: false.
+   */
+  readonly reorderingDistance?: boolean;
   /** Starts pushing into `sink`; resolves once running (or rejects with a clear error). */
   start(sink: EventSink): Promise<void>;
   /** Asks for a snapshot event of every open socket; absent where the source cannot (replay). */

@@ -75,11 +75,14 @@ export async function openLiveSource(options: LiveSourceOptions = {}): Promise<E
 class LiveSource implements EventSource {
   readonly name = 'live';
   readonly missing: readonly (keyof TcpCounters)[];
+  readonly reorderingDistance: boolean;
   private sink: EventSink | null = null;
   private sub: { close(): void } | null = null;
 
   constructor(private readonly probes: LiveProbesLike) {
     this.missing = probes.missing;
+    // The loader lists the distance as unavailable unless the per-packet program is attached.
+    this.reorderingDistance = !(probes.unavailable ?? []).some((u) => u.kpi === 'ofoDistance');
   }
 
   async start(sink: EventSink): Promise<void> {

@@ -205,6 +205,9 @@ export function decodeProbeEvent(view: DataView, offset: number): ProbeEvent | n
       dupOctets: u64(view, o + L['anc.dup_octets'].offset),
       badChecksums: view.getUint32(o + L['anc.bad_checksums'].offset, true),
       stalls: view.getUint32(o + L['anc.stalls'].offset, true),
+      ofoDistCount: view.getUint32(o + L['anc.ofo_dist_count'].offset, true),
+      ofoDistSum: u64(view, o + L['anc.ofo_dist_sum'].offset),
+      ofoDistSumSq: u64(view, o + L['anc.ofo_dist_sumsq'].offset),
     },
     missing: missingNames(view.getUint32(o + L.missing.offset, true)),
   };
@@ -276,5 +279,8 @@ export function encodeProbeEvent(ev: ProbeEvent): Buffer {
   b.writeUInt32LE(ev.ancillary.dupPackets, L['anc.dup_packets'].offset);
   b.writeUInt32LE(ev.ancillary.badChecksums, L['anc.bad_checksums'].offset);
   b.writeUInt32LE(ev.ancillary.stalls, L['anc.stalls'].offset);
+  b.writeUInt32LE(ev.ancillary.ofoDistCount ?? 0, L['anc.ofo_dist_count'].offset);
+  writeU64(b, L['anc.ofo_dist_sum'].offset, ev.ancillary.ofoDistSum ?? 0);
+  writeU64(b, L['anc.ofo_dist_sumsq'].offset, ev.ancillary.ofoDistSumSq ?? 0);
   return b;
 }

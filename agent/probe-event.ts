@@ -16,13 +16,24 @@ export const EVENT_KIND = {
   activeEstablished: 2,
   /** Handshake done on the accepting side (sockops PASSIVE_ESTABLISHED_CB). */
   passiveEstablished: 3,
-  /** TCP state change (inet_sock_set_state); arg0 = old state, arg1 = new state (TCP_* numbers). */
+  /**
+   * TCP state change (inet_sock_set_state); arg0 = old state, arg1 = new state (TCP_* numbers).
+   * Its `tcpState` is the state entered (arg1): the tracepoint runs before the kernel stores it,
+   * and the probe reports the new one.
+   */
   state: 4,
   /** Retransmission timeout fired (sockops RTO_CB); arg0 = icsk_retransmits, arg1 = packets in flight. */
   rto: 5,
-  /** Congestion-avoidance state changed (tcp_cong_state_set); arg0 = old, arg1 = new (TCP_CA_*). */
+  /**
+   * Congestion-avoidance state changed (tcp_cong_state_set); arg0 = old, arg1 = new (TCP_CA_*).
+   * Its `caState` is the state entered (arg1), as for `state`.
+   */
   congState: 7,
-  /** Data received that was already acknowledged (kfree_skb TCP_OLD_DATA); arg0 = payload bytes. */
+  /**
+   * Data received that was already acknowledged (kfree_skb TCP_OLD_DATA or TCP_OLD_SEQUENCE);
+   * arg0 = its length in sequence space (end_seq - seq: payload, plus 1 for a SYN or FIN it
+   * carries), also in `ancillary.dupOctets`.
+   */
   duplicate: 8,
   /** Segment with a bad checksum (tcp_bad_csum), when it can be tied to a socket. */
   badChecksum: 9,
@@ -45,7 +56,16 @@ export type EventKind = (typeof EVENT_KIND)[keyof typeof EVENT_KIND];
  * is reported as absent in `ProbeEvent.missing`, never as zero.
  */
 export interface TcpCounters {
+  /**
+   * Bytes the peer acknowledged (bytes_acked), in sequence space: it includes 1 for our SYN once
+   * acked (active opens only: a passive socket starts past its SYN-ACK) and 1 for our FIN once
+   * acked. The profile builder subtracts them (docs/agent.md).
+   */
   bytesAcked: number;
+  /**
+   * Bytes received in order (bytes_received), in sequence space: it includes 1 for the peer's
+   * FIN once this socket took it, never the peer's SYN.
+   */
   bytesReceived: number;
   bytesSent: number;
   bytesRetrans: number;
@@ -80,8 +100,21 @@ export interface AncillaryCounters {
   dupOctets: number;
   /** Segments dropped for a bad checksum. */
   badChecksums: number;
-  /** RTOs that fired with data outstanding. */
+  /**
+   * RTOs that fired with data outstanding once established. SYN (SYN-ACK) timeouts are not
+   * here but in `synRetrans`: the profile builder counts those as the handshake window's
+   * stalls, so a SYN timeout is never counted twice.
+   */
   stalls: number;
+  /**
+   * Per-packet mode only (0 otherwise): segments received beyond rcv_nxt, and the sum and sum
+   * of squares of their distance to rcv_nxt in bytes (sequence space); u32, u64, u64 in the
+   * kernel. The decoder always sets them; they are optional so that events made by hand (tests,
+   * benchmarks) may leave them out, which means 0.
+   */
+  ofoDistCount?: number;
+  ofoDistSum?: number;
+  ofoDistSumSq?: number;
 }
 
 /** One decoded probe event. */

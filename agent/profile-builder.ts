@@ -42,6 +42,11 @@ export interface ProfileBuilderOptions {
   clockOffsetNs: bigint;
   /** TcpCounters fields the kernel cannot provide: their KPIs are left out. */
   missing?: Iterable<keyof TcpCounters>;
+  /**
+   * The source measures the out-of-order distance (per-packet mode): meanReorderingDistance and
+   * varReorderingDistance are added. Otherwise they are left out, never sent as 0.
+   */
+  reorderingDistance?: boolean;
 }
 
 /** Counters of oddities the builder met, for metrics and logs. */
@@ -61,11 +66,13 @@ export class ProfileBuilder {
   readonly stats: ProfileBuilderStats = { profiles: 0, negativeDeltas: 0, saturated: 0 };
   /** True when the kernel lacks a counter some KPI needs: records are cut to the template. */
   private readonly partial: boolean;
+  private readonly reorderingDistance: boolean;
 
   constructor(options: ProfileBuilderOptions) {
     this.clockOffsetNs = options.clockOffsetNs;
     const missing = [...(options.missing ?? [])];
-    this.fields = tcpProfileFields(missing);
+    this.reorderingDistance = options.reorderingDistance ?? false;
+    this.fields = tcpProfileFields(missing, { reorderingDistance: this.reorderingDistance });
     this.partial = availableKpis(TCP_KPI_FIELDS, missing).length < TCP_KPI_FIELDS.length;
   }
 
@@ -121,8 +128,11 @@ export class ProfileBuilder {
       flowEndMilliseconds: this.wallMs(w.end.tsNs),
       flowStartReason: w.startReason,
       flowEndReason: w.endReason,
-      transferredOctetTotalCount: this.u64(b.bytesAcked - a.bytesAcked),
-      receivedOctetTotalCount: this.u64(b.bytesReceived - a.bytesReceived),
+      // Application payload: the SYN and FINs the kernel counts in sequence space are taken out.
+      transferredOctetTotalCount: this.u64(b.bytesAcked - w.end.seqAcked - (a.bytesAcked - w.start.seqAcked)),
+      receivedOctetTotalCount: this.u64(
+        b.bytesReceived - w.end.seqReceived - (a.bytesReceived - w.start.seqReceived),
+      ),
       droppedOctetTotalCount: this.u64(b.bytesRetrans - a.bytesRetrans),
       retransmittedPacketTotalCount: this.fit(wrapDelta(b.totalRetrans, a.totalRetrans, 32), U32),
       // In the handshake window a timeout is a SYN retransmission; counting the probes' stalls
@@ -144,6 +154,16 @@ export class ProfileBuilder {
       latencyJitterMicroseconds: this.fit(n > 0 ? Math.round(w.mdevSumUs / n) : 0, U32),
       meanLatencyMilliseconds: this.fit(Math.round(meanUs / 1000), U16),
     };
+    if (this.reorderingDistance) {
+      // Mean and variance of the window's out-of-order distances (bytes beyond rcv_nxt), from
+      // the count, sum and sum of squares the per-packet probe keeps; 0 with no such segment.
+      const n = wrapDelta(ba.ofoDistCount ?? 0, aa.ofoDistCount ?? 0, 32);
+      const s1 = (ba.ofoDistSum ?? 0) - (aa.ofoDistSum ?? 0);
+      const s2 = (ba.ofoDistSumSq ?? 0) - (aa.ofoDistSumSq ?? 0);
+      const mean = n > 0 ? s1 / n : 0;
+      r['meanReorderingDistance'] = this.fit(Math.round(mean), U32);
+      r['varReorderingDistance'] = this.fit(n > 0 ? Math.max(0, Math.round(s2 / n - mean * mean)) : 0, U32);
+    }
     if (this.partial) {
       // The kernel lacks some counters: keep exactly the template's fields, in its order.
       const kept: IpfixRecord = {};

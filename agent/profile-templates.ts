@@ -56,6 +56,21 @@ export const TCP_KPI_FIELDS: readonly KpiField[] = [
 ];
 
 /**
+ * KPIs of the out-of-order distance, appended to the TCP template only when the source measures
+ * it (the live probes' per-packet mode): otherwise they are left out, never sent as 0.
+ */
+export const REORDERING_DISTANCE_FIELDS: readonly KpiField[] = [
+  { name: 'meanReorderingDistance', needs: [] },
+  { name: 'varReorderingDistance', needs: [] },
+];
+
+/** What the source measures beyond the kernel's counters (each adds fields to the template). */
+export interface ProfileFieldOptions {
+  /** The out-of-order distance (meanReorderingDistance, varReorderingDistance). */
+  reorderingDistance?: boolean;
+}
+
+/**
  * KPIs only MPTCP meta sockets have (issue "MPTCP"): defined so the template ids are reserved
  * with their Flowcorder meaning; nothing fills them yet.
  */
@@ -81,8 +96,14 @@ export function availableKpis(
 }
 
 /** Field list of the TCP profile template (47561). */
-export function tcpProfileFields(missing: Iterable<keyof TcpCounters> = []): string[] {
-  return [...PROFILE_IDENTITY_FIELDS, ...availableKpis(TCP_KPI_FIELDS, missing).map((k) => k.name)];
+export function tcpProfileFields(
+  missing: Iterable<keyof TcpCounters> = [],
+  options: ProfileFieldOptions = {},
+): string[] {
+  const kpis = options.reorderingDistance
+    ? [...TCP_KPI_FIELDS, ...REORDERING_DISTANCE_FIELDS]
+    : TCP_KPI_FIELDS;
+  return [...PROFILE_IDENTITY_FIELDS, ...availableKpis(kpis, missing).map((k) => k.name)];
 }
 
 /**
@@ -90,8 +111,11 @@ export function tcpProfileFields(missing: Iterable<keyof TcpCounters> = []): str
  * KPIs. Its path index and reinjections join when the MPTCP probes exist to fill them (a field
  * nothing measures would go out as a false zero).
  */
-export function mptcpSubflowFields(missing: Iterable<keyof TcpCounters> = []): string[] {
-  return tcpProfileFields(missing);
+export function mptcpSubflowFields(
+  missing: Iterable<keyof TcpCounters> = [],
+  options: ProfileFieldOptions = {},
+): string[] {
+  return tcpProfileFields(missing, options);
 }
 
 /** Field list of the MPTCP meta-connection template (47563). */
@@ -106,12 +130,15 @@ export interface ProfileTemplate {
 }
 
 /** Every profile template for a kernel lacking `missing` counters, in id order. */
-export function profileTemplates(missing: Iterable<keyof TcpCounters> = []): ProfileTemplate[] {
+export function profileTemplates(
+  missing: Iterable<keyof TcpCounters> = [],
+  options: ProfileFieldOptions = {},
+): ProfileTemplate[] {
   const m = [...missing];
   return [
-    { id: PROFILE_TEMPLATE_IDS.tcp, fields: tcpProfileFields(m) },
+    { id: PROFILE_TEMPLATE_IDS.tcp, fields: tcpProfileFields(m, options) },
     { id: PROFILE_TEMPLATE_IDS.mptcpMeta, fields: mptcpMetaFields(m) },
-    { id: PROFILE_TEMPLATE_IDS.mptcpSubflow, fields: mptcpSubflowFields(m) },
+    { id: PROFILE_TEMPLATE_IDS.mptcpSubflow, fields: mptcpSubflowFields(m, options) },
   ];
 }
 

@@ -118,7 +118,7 @@ describe('Agent', () => {
     ]);
     assert.equal(
       ps.reduce((n, p) => n + (p['transferredOctetTotalCount'] as number), 0),
-      s.counters.bytesAcked,
+      s.appSent,
     );
     for (const p of ps.slice(1, 3)) {
       const len = (p['flowEndMilliseconds'] as number) - (p['flowStartMilliseconds'] as number);

@@ -62,8 +62,9 @@ const wall = (tsNs: bigint) => Number((tsNs + OFFSET_NS) / 1_000_000n);
 
 /** KPI element → the simulated socket's total it must add up to. */
 const TOTALS: [string, (s: SyntheticSocket) => number][] = [
-  ['transferredOctetTotalCount', (s) => s.counters.bytesAcked],
-  ['receivedOctetTotalCount', (s) => s.counters.bytesReceived],
+  // Application payload: the kernel's counters also hold the SYN and FINs (sequence space).
+  ['transferredOctetTotalCount', (s) => s.appSent],
+  ['receivedOctetTotalCount', (s) => s.appReceived],
   ['droppedOctetTotalCount', (s) => s.counters.bytesRetrans],
   ['retransmittedPacketTotalCount', (s) => s.counters.totalRetrans],
   ['reorderingPacketCount', (s) => s.counters.rcvOoopack],
@@ -175,6 +176,78 @@ describe('profiles of one connection', () => {
     assert.equal(lossy!['checksumErrorCount'], 1);
     assert.equal(h.table.size, 0, 'removed on destroy');
     assert.equal(h.table.stats.removed, 1);
+  });
+
+  it('bytes are application payload: the SYN and FINs the kernel counts in sequence space are taken out', () => {
+    const h = harness();
+    // Active opener, closes first, peer's FIN taken by this socket.
+    const a = new SyntheticSocket({ cookie: 30n });
+    h.feed(a.connect(), a.establish(5), a.transfer(10, 1000, 2000).closeActive(), a.destroy());
+    // Active opener whose orphaned socket went to time-wait before the peer's FIN.
+    const b = new SyntheticSocket({ cookie: 31n });
+    h.feed(b.connect(), b.establish(5), b.transfer(10, 3000, 4000).closeActiveToTimeWait(), b.destroy());
+    // Accepting side, closes second.
+    const c = new SyntheticSocket({ cookie: 32n });
+    h.feed(c.accept(5, 5), c.transfer(10, 5000, 6000).closePassive(), c.destroy());
+    const byFlow = (cookie: bigint, f: string) =>
+      sum(
+        h.profiles.filter((p) => p.record['flowId'] === 1_000_000n + cookie),
+        f,
+      );
+    assert.equal(a.counters.bytesAcked, 1002, 'the kernel counts SYN and FIN');
+    assert.equal(a.counters.bytesReceived, 2001, 'and the peer’s FIN');
+    assert.deepEqual(
+      [30n, 31n, 32n].map((k) => [
+        byFlow(k, 'transferredOctetTotalCount'),
+        byFlow(k, 'receivedOctetTotalCount'),
+      ]),
+      [
+        [1000, 2000],
+        [3000, 4000],
+        [5000, 6000],
+      ],
+    );
+    assert.equal(h.profiles[0]!.record['transferredOctetTotalCount'], 0, 'the handshake moved no payload');
+    assert.equal(h.builder.stats.negativeDeltas, 0);
+  });
+
+  it('out-of-order distance: mean and variance per window with the per-packet mode, absent without it', () => {
+    const withPp = new ProfileBuilder({ clockOffsetNs: OFFSET_NS, reorderingDistance: true });
+    const profiles: Profile[] = [];
+    const table = new ConnectionTable({
+      activeTimeoutNs: 60_000_000_000n,
+      flowId: (c) => c,
+      onWindow: (w) => profiles.push(withPp.build(w)),
+    });
+    const s = new SyntheticSocket({ cookie: 40n });
+    for (const e of [...s.connect(), ...s.establish(5)]) table.apply(e);
+    s.transfer(10, 0, 100_000).outOfOrder(1448, 2896, 4344);
+    for (const e of [...s.rto(100), ...s.recover()]) table.apply(e);
+    s.outOfOrder(1000);
+    for (const e of [...s.closeActive(), ...s.destroy()]) table.apply(e);
+    assert.ok(withPp.fields.includes('meanReorderingDistance'));
+    assert.ok(withPp.fields.includes('varReorderingDistance'));
+    const r = profiles.map((p) => [
+      p.record['reorderingPacketCount'],
+      p.record['meanReorderingDistance'],
+      p.record['varReorderingDistance'],
+    ]);
+    // 1448, 2896, 4344: mean 2896, population variance (1448² + 0 + 1448²) / 3.
+    assert.deepEqual(r, [
+      [0, 0, 0],
+      [3, 2896, Math.round((2 * 1448 * 1448) / 3)],
+      [0, 0, 0],
+      [1, 1000, 0],
+    ]);
+    for (const p of profiles) assert.deepEqual(Object.keys(p.record), withPp.fields);
+    const h = harness();
+    const t = new SyntheticSocket({ cookie: 41n });
+    h.feed(t.connect(), t.establish(5), t.transfer(10, 0, 10).outOfOrder(500).closeActive());
+    assert.ok(!h.builder.fields.includes('meanReorderingDistance'));
+    for (const p of h.profiles) {
+      assert.equal(p.record['meanReorderingDistance'], undefined);
+      assert.equal(p.record['varReorderingDistance'], undefined);
+    }
   });
 
   it('RTT: mean of the srtt samples of the window’s events, jitter the mean of their mdev', () => {

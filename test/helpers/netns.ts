@@ -1,6 +1,6 @@
 /**
  * Test hosts: two network namespaces joined by a veth pair, with documentation addresses
- * (192.0.2.1-2/24 and 2001:db8::1-2/64), names unique per run so test files can run in parallel,
+ * (192.0.2.1-2/24 and 2001:db8::1-2/64, or addresses unique to the pair), names unique per run so test files can run in parallel,
  * always removed in `finally`. Commands run inside with `ip netns exec`; the code under test
  * stays in the host namespace and observes these. requireRoot skips loudly on a developer
  * machine without root or BPF, and fails under CI, where nothing may be skipped.
@@ -66,13 +66,36 @@ export interface NetnsPair {
   close(): void;
 }
 
+/** Settings of a pair. */
+export interface NetnsPairOptions {
+  /**
+   * Give this pair addresses no other pair of this process has (a /30 of 198.51.100.0/24 or
+   * 203.0.113.0/24, a /64 of 2001:db8:4b46::/48), so an observer of the whole host, such as the
+   * agent, can tell pairs running at the same time apart by address. Default: 192.0.2.1-2 and
+   * 2001:db8::1-2.
+   */
+  uniqueAddresses?: boolean;
+}
+
+// Blocks handed out by this process; the pid spreads concurrent test processes apart.
+let nextBlock = process.pid % 128;
+
 /** Creates the pair; call close() in `finally` (or use withNetnsPair). */
-export function createNetnsPair(): NetnsPair {
+export function createNetnsPair(options: NetnsPairOptions = {}): NetnsPair {
   const id = `${process.pid.toString(36)}${randomBytes(3).toString('hex')}`.slice(-9);
   const names = [`kf-${id}-a`, `kf-${id}-b`] as const;
   const devs = [`kfa${id}`, `kfb${id}`] as const;
-  const v4 = ['192.0.2.1', '192.0.2.2'] as const;
-  const v6 = ['2001:db8::1', '2001:db8::2'] as const;
+  let v4: readonly [string, string] = ['192.0.2.1', '192.0.2.2'];
+  let v6: readonly [string, string] = ['2001:db8::1', '2001:db8::2'];
+  let v4Prefix = 24;
+  if (options.uniqueAddresses) {
+    const block = nextBlock++ % 128;
+    const net = block < 64 ? '198.51.100' : '203.0.113';
+    const base = (block % 64) * 4;
+    v4 = [`${net}.${base + 1}`, `${net}.${base + 2}`];
+    v4Prefix = 30;
+    v6 = [`2001:db8:4b46:${block.toString(16)}::1`, `2001:db8:4b46:${block.toString(16)}::2`];
+  }
   const made: string[] = [];
   const close = () => {
     for (const n of made.splice(0)) spawnSync('ip', ['netns', 'del', n], { stdio: 'ignore' });
@@ -102,7 +125,7 @@ export function createNetnsPair(): NetnsPair {
       const exec = (cmd: string, args: string[], input?: string) =>
         sh('ip', ['netns', 'exec', name, cmd, ...args], input);
       exec('ip', ['link', 'set', 'lo', 'up']);
-      exec('ip', ['addr', 'add', `${v4[i]}/24`, 'dev', dev]);
+      exec('ip', ['addr', 'add', `${v4[i]}/${v4Prefix}`, 'dev', dev]);
       // nodad: the address is usable at once, not after duplicate address detection.
       exec('ip', ['-6', 'addr', 'add', `${v6[i]}/64`, 'dev', dev, 'nodad']);
       exec('ip', ['link', 'set', dev, 'up']);
@@ -127,8 +150,11 @@ export function createNetnsPair(): NetnsPair {
 }
 
 /** Runs `fn` with a fresh pair, removed afterwards whatever happens. */
-export async function withNetnsPair<T>(fn: (pair: NetnsPair) => Promise<T>): Promise<T> {
-  const pair = createNetnsPair();
+export async function withNetnsPair<T>(
+  fn: (pair: NetnsPair) => Promise<T>,
+  options: NetnsPairOptions = {},
+): Promise<T> {
+  const pair = createNetnsPair(options);
   try {
     return await fn(pair);
   } finally {

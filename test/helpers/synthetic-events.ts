@@ -2,7 +2,9 @@
  * Synthetic probe events for agent tests: a simulated socket keeps its own counters the way the
  * kernel would (bytes acked and received, retransmissions, RTT...) and every method returns the
  * event the probes would emit, with a frozen copy of the counters at that instant. Ground truth
- * for the tests is the socket's final counters, never the agent's output.
+ * for the tests is the socket's final counters, never the agent's output. Like the kernel, it
+ * counts sequence space in bytes_acked (our SYN on an active open, our FIN once acked) and in
+ * bytes_received (the peer's FIN); `appSent` and `appReceived` are the application's payload.
  */
 import {
   type AncillaryCounters,
@@ -40,6 +42,9 @@ export class SyntheticSocket {
   caState = 0;
   readonly counters: TcpCounters;
   readonly ancillary: AncillaryCounters;
+  /** Payload bytes the application sent that the peer acknowledged, and received in order. */
+  appSent = 0;
+  appReceived = 0;
   private readonly o: Required<Omit<SyntheticSocketOptions, 'counters' | 't0Ns' | 'tcpState' | 'cookie'>>;
 
   constructor(options: SyntheticSocketOptions) {
@@ -78,7 +83,17 @@ export class SyntheticSocket {
       unackedBytes: 0,
       ...options.counters,
     };
-    this.ancillary = { synNs: 0n, synRetrans: 0, dupPackets: 0, dupOctets: 0, badChecksums: 0, stalls: 0 };
+    this.ancillary = {
+      synNs: 0n,
+      synRetrans: 0,
+      dupPackets: 0,
+      dupOctets: 0,
+      badChecksums: 0,
+      stalls: 0,
+      ofoDistCount: 0,
+      ofoDistSum: 0,
+      ofoDistSumSq: 0,
+    };
   }
 
   /** Moves time forward. */
@@ -142,6 +157,8 @@ export class SyntheticSocket {
     this.counters.segsOut++;
     this.counters.unackedBytes = 0;
     this.rtt(rttMs, rttMs / 2);
+    // The SYN-ACK acknowledges our SYN: one sequence number in bytes_acked.
+    this.counters.bytesAcked += 1;
     const state = this.setState(TCP_STATE.ESTABLISHED);
     return [state, this.event(EVENT_KIND.activeEstablished)];
   }
@@ -170,6 +187,8 @@ export class SyntheticSocket {
     this.counters.bytesSent += sent;
     this.counters.bytesAcked += sent;
     this.counters.bytesReceived += received;
+    this.appSent += sent;
+    this.appReceived += received;
     const out = Math.ceil(sent / mss);
     const inn = Math.ceil(received / mss);
     this.counters.dataSegsOut += out;
@@ -197,6 +216,7 @@ export class SyntheticSocket {
   /** Recovery ends: the pending data is acked, the CA state goes back to Open. */
   recover(): ProbeEvent[] {
     this.counters.bytesAcked += this.counters.unackedBytes;
+    this.appSent += this.counters.unackedBytes;
     this.counters.unackedBytes = 0;
     this.counters.totalRtoRecoveries++;
     const from = this.caState;
@@ -213,6 +233,21 @@ export class SyntheticSocket {
     this.counters.dsackDups += dsacks;
     this.counters.reordSeen += reord;
     this.counters.rcvOoopack += ooo;
+    return this;
+  }
+
+  /**
+   * Segments received out of order at these distances beyond rcv_nxt (bytes), as the kernel
+   * counts them and the per-packet probe measures them. No event.
+   */
+  outOfOrder(...distances: number[]): this {
+    this.counters.rcvOoopack += distances.length;
+    const a = this.ancillary as Required<AncillaryCounters>;
+    for (const d of distances) {
+      a.ofoDistCount++;
+      a.ofoDistSum += d;
+      a.ofoDistSumSq += d * d;
+    }
     return this;
   }
 
@@ -235,14 +270,38 @@ export class SyntheticSocket {
     return [this.event(EVENT_KIND.snapshot, this.tcpState)];
   }
 
+  /** The peer acknowledges our FIN, hence everything before it: 1 more in sequence space. */
+  private ackAllAndFin(): void {
+    this.appSent += this.counters.unackedBytes;
+    this.counters.bytesAcked += this.counters.unackedBytes + 1;
+    this.counters.unackedBytes = 0;
+  }
+
   /** Orderly active close: FIN_WAIT1, FIN_WAIT2, then CLOSE (the socket goes to time-wait). */
   closeActive(): ProbeEvent[] {
     this.counters.segsOut++;
     const a = this.setState(TCP_STATE.FIN_WAIT1);
     this.wait(1);
+    this.ackAllAndFin();
     const b = this.setState(TCP_STATE.FIN_WAIT2);
     this.wait(1);
     this.counters.segsIn++;
+    this.counters.bytesReceived += 1; // the peer's FIN, taken by this socket
+    const c = this.setState(TCP_STATE.CLOSE);
+    return [a, b, c];
+  }
+
+  /**
+   * Active close of an orphaned socket whose FIN is acked before the peer's FIN comes: the kernel
+   * hands it to a time-wait socket at once (FIN_WAIT2 to CLOSE), and that one takes the peer's
+   * FIN, so this socket's bytes_received never counts it.
+   */
+  closeActiveToTimeWait(): ProbeEvent[] {
+    this.counters.segsOut++;
+    const a = this.setState(TCP_STATE.FIN_WAIT1);
+    this.wait(1);
+    this.ackAllAndFin();
+    const b = this.setState(TCP_STATE.FIN_WAIT2);
     const c = this.setState(TCP_STATE.CLOSE);
     return [a, b, c];
   }
@@ -250,11 +309,13 @@ export class SyntheticSocket {
   /** Orderly passive close: CLOSE_WAIT, LAST_ACK, CLOSE. */
   closePassive(): ProbeEvent[] {
     this.counters.segsIn++;
+    this.counters.bytesReceived += 1; // the peer's FIN
     const a = this.setState(TCP_STATE.CLOSE_WAIT);
     this.wait(1);
     this.counters.segsOut++;
     const b = this.setState(TCP_STATE.LAST_ACK);
     this.wait(1);
+    this.ackAllAndFin();
     const c = this.setState(TCP_STATE.CLOSE);
     return [a, b, c];
   }

@@ -35,7 +35,17 @@ function sample(over: Partial<ProbeEvent> = {}): ProbeEvent {
     arg0: 3,
     arg1: 17,
     counters: { ...counters, bytesAcked: 2 ** 40 + 5 },
-    ancillary: { synNs: 99n, synRetrans: 1, dupPackets: 2, dupOctets: 2 ** 33, badChecksums: 4, stalls: 5 },
+    ancillary: {
+      synNs: 99n,
+      synRetrans: 1,
+      dupPackets: 2,
+      dupOctets: 2 ** 33,
+      badChecksums: 4,
+      stalls: 5,
+      ofoDistCount: 6,
+      ofoDistSum: 2 ** 35 + 7,
+      ofoDistSumSq: 2 ** 50 + 8,
+    },
     missing: ['totalRto', 'totalRtoRecoveries'],
     ...over,
   };
@@ -64,6 +74,9 @@ describe('probe event decoder', () => {
     b.writeUInt32LE(9, L['counters.unacked_bytes'].offset);
     b.writeBigUInt64LE(77n, L['anc.syn_ns'].offset);
     b.writeUInt32LE(2, L['anc.stalls'].offset);
+    b.writeUInt32LE(3, L['anc.ofo_dist_count'].offset);
+    b.writeBigUInt64LE(4000n, L['anc.ofo_dist_sum'].offset);
+    b.writeBigUInt64LE(2n ** 40n, L['anc.ofo_dist_sumsq'].offset);
     const zero = Object.fromEntries(PROBE_COUNTERS.map((c) => [c.name, 0])) as unknown as TcpCounters;
     assert.deepEqual(decodeProbeEvent(new DataView(b.buffer, b.byteOffset, b.length), 0), {
       kind: EVENT_KIND.destroy,
@@ -81,7 +94,17 @@ describe('probe event decoder', () => {
       arg0: 0xffffffff,
       arg1: 0,
       counters: { ...zero, bytesAcked: 2 ** 52 + 1, bytesReceived: 300, srttUs: 12345, unackedBytes: 9 },
-      ancillary: { synNs: 77n, synRetrans: 0, dupPackets: 0, dupOctets: 0, badChecksums: 0, stalls: 2 },
+      ancillary: {
+        synNs: 77n,
+        synRetrans: 0,
+        dupPackets: 0,
+        dupOctets: 0,
+        badChecksums: 0,
+        stalls: 2,
+        ofoDistCount: 3,
+        ofoDistSum: 4000,
+        ofoDistSumSq: 2 ** 40,
+      },
       missing: ['totalRto'],
     });
   });
