@@ -38,7 +38,8 @@ export function startPythonPeer(host: NetnsHost, script: string, args: (string |
     lines.push(JSON.parse(l) as PeerLine);
     for (const w of waiters.splice(0)) w();
   });
-  proc.on('exit', () => {
+  // 'close', not 'exit': the last lines may still be unread when the process has exited.
+  proc.on('close', () => {
     exited = true;
     for (const w of waiters.splice(0)) w();
   });
