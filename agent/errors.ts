@@ -14,6 +14,12 @@ export const AGT_ERRORS = {
   AGT_ERR_PROFILE: 'profile refused by the encoder',
   AGT_ERR_METRICS_LISTEN: 'cannot listen for /metrics',
   AGT_ERR_CLOSED: 'closed',
+  // --- pcap replay source (agent/pcap/) ---
+  AGT_ERR_PCAP_OPEN: 'capture file unreadable',
+  AGT_ERR_PCAP_FORMAT: 'not a pcap or pcapng capture, or a malformed one',
+  AGT_ERR_PCAP_TRUNCATED: 'capture file ends in the middle of a record',
+  AGT_ERR_PCAP_LINKTYPE: 'capture link type not supported',
+  // --- end pcap replay source ---
 } as const;
 
 /** A stable agent error code. */
