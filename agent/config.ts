@@ -18,6 +18,8 @@ export interface AgentConfig {
   record: string | null;
   activeTimeoutMs: number;
   maxConnections: number;
+  /** Size of the probes' ring buffer, bytes (a power of two); null: the loader's default, 4 MiB. */
+  ringBytes: number | null;
   /** Prometheus /metrics listener, or null. */
   metrics: { host: string; port: number } | null;
   /** On-disk spool for profiles the collector cannot take yet; null keeps memory only. */
@@ -42,6 +44,7 @@ export const AGENT_DEFAULTS: AgentConfig = {
   record: null,
   activeTimeoutMs: 60_000,
   maxConnections: 100_000,
+  ringBytes: null,
   metrics: null,
   spoolDir: null,
   spoolMaxBytes: 64 * 1024 * 1024,
@@ -63,6 +66,7 @@ const FLAGS = {
   record: 'record',
   'active-timeout': 'activeTimeout',
   'max-connections': 'maxConnections',
+  'ring-size': 'ringSize',
   metrics: 'metrics',
   'spool-dir': 'spoolDir',
   'spool-max': 'spoolMax',
@@ -84,6 +88,8 @@ export const AGENT_USAGE = `usage: kpiflow agent [options]
   --export URL              udp://H:P (default udp://127.0.0.1:4739), tcp://H:P, tls://H:P, file:PATH
   --active-timeout S        long connections report at least this often (default 60s)
   --max-connections N       connections tracked at once (default 100000)
+  --ring-size SIZE          probes' ring buffer, a power of two from 64K, e.g. 64M (default 4M);
+                            a busy host needs more before events are lost (DESYNC)
   --metrics H:P|off         serve Prometheus /metrics (default off)
   --spool-dir DIR           keep profiles on disk while the collector is down (default: memory only)
   --spool-max SIZE          largest spool, e.g. 64M (default 64M); the oldest profiles go first
@@ -208,6 +214,13 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   }
   if (has('maxConnections'))
     c.maxConnections = parseInteger(name('maxConnections'), merged['maxConnections'], 1, 100_000_000);
+  if (has('ringSize')) {
+    const n = parseSize(name('ringSize'), merged['ringSize']);
+    // The kernel wants a power of two and a multiple of the page size.
+    if (n < 65_536 || n > 2 ** 30 || (n & (n - 1)) !== 0)
+      throw bad(name('ringSize'), `${n} bytes is not a power of two from 64K to 1G`);
+    c.ringBytes = n;
+  }
   if (has('metrics')) c.metrics = parseHostPort(name('metrics'), merged['metrics']);
   if (has('spoolDir'))
     c.spoolDir = merged['spoolDir'] === 'off' ? null : str(name('spoolDir'), merged['spoolDir']);

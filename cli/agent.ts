@@ -43,7 +43,10 @@ export async function runAgent(argv: string[]): Promise<number> {
   const log = pino({ level: config.logLevel, base: { service: 'kpiflow-agent' } });
   let source: EventSource;
   try {
-    source = await openLiveSource({ log });
+    source = await openLiveSource({
+      log,
+      loaderOptions: config.ringBytes === null ? {} : { ringBytes: config.ringBytes },
+    });
   } catch (err) {
     return fail(err);
   }

@@ -50,6 +50,9 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
       // Profiles reach the collector within 50 ms: the tests poll for them.
       '--flush-interval',
       '50ms',
+      // A busy host (benchmarks running alongside) can fill the default 4 MiB ring in a second.
+      '--ring-size',
+      '64M',
     ]);
   });
 

@@ -69,7 +69,8 @@ export function startPeer(host: NetnsHost, args: (string | number)[]): Peer {
     lines.push(JSON.parse(l) as PeerLine);
     for (const w of waiters.splice(0)) w();
   });
-  proc.on('exit', () => {
+  // 'close', not 'exit': the last lines printed may still be in the pipe when the process exits.
+  proc.on('close', () => {
     exited = true;
     for (const w of waiters.splice(0)) w();
   });

@@ -49,6 +49,8 @@ describe('agent options', () => {
     assert.equal(both.metrics, null);
     assert.equal(both.maxConnections, 50, 'the file still counts where no flag says otherwise');
     assert.equal(both.spoolMaxBytes, 8 * 1024 * 1024);
+    assert.equal(both.ringBytes, null, 'the loader’s default ring');
+    assert.equal(parseAgentArgs(['--ring-size', '64M']).ringBytes, 64 << 20);
   });
 
   it('every bad value is refused with a message naming the option where it came from', () => {
@@ -65,6 +67,8 @@ describe('agent options', () => {
       [['--tls-ca', 'ca.pem'], /--tls-ca: TLS files need a tls:\/\/ export/],
       [['--export', 'tls://h:1', '--tls-cert', 'c.pem'], /--tls-key: a client certificate needs both/],
       [['--max-message-size', '100'], /--max-message-size/],
+      [['--ring-size', '3M'], /--ring-size: 3145728 bytes is not a power of two/],
+      [['--ring-size', '4K'], /--ring-size: 4096 bytes is not a power of two from 64K/],
       [['--nope'], /Unknown option '--nope'/],
     ];
     for (const [args, message] of cases)
