@@ -126,7 +126,7 @@ export async function startCollector(config: CollectorConfig, log: Logger): Prom
 
 /**
  * Deletes rows past the retention period once a minute, 2000 rows per step with a pause in
- * between, so that ingest (same thread, same database) is never blocked for long.
+ * between: each step is one short transaction of the writer, so ingest batches go in between.
  */
 function startRetention(store: Store, retentionMs: number, log: Logger): NodeJS.Timeout {
   const l = log.child({ component: 'retention' });
