@@ -40,8 +40,8 @@ function byPort(profiles: readonly ApiProfile[], field: string): Map<number, Api
   const m = new Map<number, ApiProfile[]>();
   for (const p of profiles) {
     const port = num(p, field);
-    let list = m.get(port);
-    if (!list) m.set(port, (list = []));
+    const list = m.get(port) ?? [];
+    if (list.length === 0) m.set(port, list);
     list.push(p);
   }
   // The handshake and the next window can start in the same millisecond: the row id breaks ties.
