@@ -100,17 +100,20 @@ const ETH_IPV4 = 0x0800;
 const ETH_IPV6 = 0x86dd;
 
 /**
- * Decodes the packet at `buf[off .. off + caplen)` captured on `linkType` into `s`. Returns
+ * Decodes the packet at `buf[off .. off + caplen)` (`origLen` bytes on the wire) captured on `linkType` into `s`. Returns
  * SKIP.ok when `s` holds a TCP segment, otherwise why not.
  */
 export function decodePacket(
   buf: Buffer,
   off: number,
   caplen: number,
+  origLen: number,
   linkType: number,
   s: TcpSegment,
 ): SkipReason {
   const end = off + caplen;
+  // Bytes the packet had on the wire: an IP length claiming more is cut to it (as tshark does).
+  const wireEnd = off + Math.max(origLen, caplen);
   let p = off;
   let etherType: number;
   switch (linkType) {
@@ -177,8 +180,8 @@ export function decodePacket(
     src[3] = buf.readUInt32BE(p + 12);
     dst[3] = buf.readUInt32BE(p + 16);
     // Total length 0 is what segmentation offload leaves in some captures: take the captured bytes.
-    tcpLen = total === 0 ? end - p - ihl : total - ihl;
     if (total !== 0 && total < ihl) return SKIP.malformed;
+    tcpLen = Math.min(total === 0 ? end - p - ihl : total - ihl, wireEnd - p - ihl);
     p += ihl;
   } else if (etherType === ETH_IPV6) {
     if (p + 40 > end) return SKIP.truncated;
@@ -222,7 +225,7 @@ export function decodePacket(
       }
       if (remaining < 0) return SKIP.malformed;
     }
-    tcpLen = remaining;
+    tcpLen = Math.min(remaining, wireEnd - p);
   } else {
     return SKIP.notIp;
   }

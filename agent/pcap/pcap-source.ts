@@ -27,7 +27,7 @@ export interface PcapSourceOptions {
   localNet?: string | readonly string[];
   /** Most connections tracked at once. Default 100,000. */
   maxConnections?: number;
-  /** A connection silent this long, in capture time, is ended. Default 300 s. */
+  /** A connection silent this long, in capture time, is ended. Default 1 h. */
   idleTimeoutMs?: number;
   /** Longest stretch of capture time without an event for a connection. Default 15 s (a quarter of the default active timeout). */
   snapshotIntervalMs?: number;
@@ -162,7 +162,7 @@ export class PcapSource implements EventSource {
         }
         t = (pkt.sec - sec0) * 1e9 + (pkt.nsec - nsec0);
         if (pkt.caplen < pkt.origLen) st.snaplenCut++;
-        const r = decodePacket(pkt.buf, pkt.offset, pkt.caplen, pkt.linkType, seg);
+        const r = decodePacket(pkt.buf, pkt.offset, pkt.caplen, pkt.origLen, pkt.linkType, seg);
         if (r !== SKIP.ok) {
           skipped[SKIP_NAMES[r]]!++;
           continue;

@@ -57,6 +57,8 @@ class Half {
   // --- sender ---
   started = false;
   synSeen = false;
+  /** The SYN was not captured (yet): inferred from the SYN-ACK. */
+  synInferred = false;
   iss = 0;
   nextSeq = 0;
   una = 0;
@@ -230,7 +232,7 @@ export interface TcpAnalyzerOptions {
   localNets?: readonly Cidr[];
   /** Most connections tracked at once; past it the oldest is ended (counted). Default 100,000. */
   maxConnections?: number;
-  /** A connection silent this long (capture time) is ended. Default 300 s. */
+  /** A connection silent this long (capture time) is ended. Default 1 h (memory is bounded by maxConnections anyway). */
   idleTimeoutMs?: number;
   /** A connection with no event this long (capture time) gets a snapshot event. Default 15 s. */
   snapshotIntervalMs?: number;
@@ -293,7 +295,7 @@ export class TcpAnalyzer {
   constructor(options: TcpAnalyzerOptions = {}) {
     this.localNets = options.localNets ?? [];
     this.maxConnections = options.maxConnections ?? 100_000;
-    this.idleNs = (options.idleTimeoutMs ?? 300_000) * 1e6;
+    this.idleNs = (options.idleTimeoutMs ?? 3_600_000) * 1e6;
     this.snapshotNs = (options.snapshotIntervalMs ?? 15_000) * 1e6;
     this.lingerNs = (options.closedLingerMs ?? 60_000) * 1e6;
     this.housekeepNs = Math.max(1e9, Math.min(this.snapshotNs, this.idleNs, this.lingerNs) / 4);
@@ -323,13 +325,12 @@ export class TcpAnalyzer {
     let c = this.lookup(hash, s);
     const flags = s.flags;
     if (c?.closed) {
-      // A new SYN on the tuple of a closed connection opens a new one; anything else is a straggler.
-      if ((flags & (SYN | ACK)) !== SYN) {
-        c.lastNs = t;
-        return;
+      // A new SYN on the tuple of a closed connection opens a new one; anything else is a
+      // straggler (a last ACK, a retransmitted FIN): counted, but the socket is gone, so no event.
+      if ((flags & (SYN | ACK)) === SYN) {
+        this.remove(c, null);
+        c = null;
       }
-      this.remove(c, null);
-      c = null;
     } else if (c !== null && (flags & (SYN | ACK)) === SYN && c.established) {
       const h = this.fromA ? c.ab : c.ba;
       if (!h.synSeen || s.seq !== h.iss) {
@@ -356,7 +357,14 @@ export class TcpAnalyzer {
       return;
     }
     if (flags & ACK) this.ackOf(c, snd === c.ab ? c.ba : c.ab, s, t, !fromLocal);
-    if (flags & SYN) this.synOf(c, snd, s, t);
+    if (flags & SYN) {
+      if (snd.synInferred && (flags & ACK) === 0 && s.seq === snd.iss) {
+        // The SYN the connection was inferred from, captured after its SYN-ACK: nothing new.
+        snd.synInferred = false;
+        return;
+      }
+      this.synOf(c, snd, s, t);
+    }
     if (s.mpSubtype >= 0) this.mptcpOf(c, s, fromA);
     const len = s.payloadLen;
     if (len > 0 || flags & (SYN | FIN)) {
@@ -437,6 +445,7 @@ export class TcpAnalyzer {
         // Its SYN was not captured: the SYN-ACK's ACK says what it was.
         const cl = c.ba;
         cl.synSeen = true;
+        cl.synInferred = true;
         cl.started = true;
         cl.iss = (s.ack - 1) >>> 0;
         cl.una = cl.iss;
@@ -846,6 +855,8 @@ export class TcpAnalyzer {
   // --- events ---
 
   private emit(c: Conn, kind: EventKind, arg0: number, arg1: number, t: number): void {
+    // A closed connection's socket is gone: its stragglers change counters, not the agent's view.
+    if (c.closed) return;
     const L = c.localIsA ? c.ab : c.ba;
     const R = c.localIsA ? c.ba : c.ab;
     const localIsClient = c.clientIsA === c.localIsA;
