@@ -252,6 +252,7 @@ export class CaptureReader {
     if (this.u32(p) !== 6) return undefined;
     const len = this.u32(p + 4);
     if (len < 32 || len > MAX_RECORD || len % 4 !== 0 || this.end - p < len) return undefined;
+    if (this.u32(p + len - 4) !== len) return undefined;
     return this.takeEpb(p, len);
   }
 

@@ -33,7 +33,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { FIXTURES, requireTools } from '../helpers/tools.js';
 import { captures, replay } from './replay-helpers.js';
-import { endpoint, ourConnections, tsharkConnections } from './tshark-reference.js';
+import { assertAgreesWithTshark } from './tshark-reference.js';
 
 const FILES = [
   ...captures(`${FIXTURES}tcp`),
@@ -49,62 +49,7 @@ describe('pcap replay agrees with tshark on the third-party TCP captures', () =>
       if (!requireTools(t, 'tshark')) return;
       const r = await replay(file);
       assert.equal(r.error, null, `replay failed: ${r.error?.message}`);
-      const theirs = tsharkConnections(file);
-      const ours = ourConnections(r.summaries);
-      // A reset with nothing before it belongs to no connection an end host had: counted, not tracked.
-      let strays = 0;
-      for (const [key, tc] of theirs) {
-        if (tc.resets === tc.clientToServer.packets + tc.serverToClient.packets && !ours.has(key)) {
-          strays += tc.resets;
-          theirs.delete(key);
-        }
-      }
-      assert.equal(r.source.stats.analyzer?.strayResets, strays, 'stray resets');
-      assert.deepEqual([...ours.keys()].sort(), [...theirs.keys()].sort(), 'the same connections');
-      for (const [key, tc] of theirs) {
-        const oc = ours.get(key)!;
-        const flip = endpoint(oc.clientAddress, oc.clientPort) !== tc.client;
-        const pairs = flip
-          ? ([
-              ['c→s', oc.serverToClient, tc.clientToServer, oc.clientToServer],
-              ['s→c', oc.clientToServer, tc.serverToClient, oc.serverToClient],
-            ] as const)
-          : ([
-              ['c→s', oc.clientToServer, tc.clientToServer, oc.serverToClient],
-              ['s→c', oc.serverToClient, tc.serverToClient, oc.clientToServer],
-            ] as const);
-        for (const [dir, o, th] of pairs) {
-          // The receiver of this direction's data is the other direction's sender.
-          const receiverAcks = th === tc.clientToServer ? tc.serverToClient : tc.clientToServer;
-          const at = `${name} ${key} ${dir}`;
-          assert.equal(o.segs, th.packets, `${at}: segments`);
-          assert.equal(o.dataSegs, th.dataPackets, `${at}: data segments`);
-          assert.equal(o.payloadBytes, th.payloadBytes, `${at}: payload bytes`);
-          assert.equal(o.retransSegs, th.retransmission + th.outOfOrder, `${at}: retransmissions`);
-          assert.ok(
-            Math.abs(o.dupDataPkts - th.spuriousRetransmission) <= receiverAcks.backwardAcks,
-            `${at}: duplicates ${o.dupDataPkts}, tshark ${th.spuriousRetransmission} (receiver's reordered ACKs ${receiverAcks.backwardAcks})`,
-          );
-          assert.ok(
-            o.oooPkts >= th.lostSegment,
-            `${at}: out of order ${o.oooPkts} < lost_segment ${th.lostSegment}`,
-          );
-          if (th.lostSegment === 0) assert.equal(o.oooPkts, th.aboveExpected, `${at}: out of order`);
-          assert.ok(o.stalls <= th.rto, `${at}: stalls ${o.stalls} > tshark rto marks ${th.rto}`);
-          rows.push(
-            [
-              at,
-              `seg ${o.segs}`,
-              `bytes ${o.payloadBytes}`,
-              `retrans ${o.retransSegs}/${th.retransmission}+${th.outOfOrder}`,
-              `dup ${o.dupDataPkts}/${th.spuriousRetransmission}`,
-              `ooo ${o.oooPkts}/${th.aboveExpected}(lost ${th.lostSegment})`,
-              `stalls ${o.stalls}/rto ${th.rto}`,
-              `srtt ${o.srttUs}us`,
-            ].join('  '),
-          );
-        }
-      }
+      rows.push(...assertAgreesWithTshark(name, file, r));
     });
   }
   it('prints the agreement table', () => {

@@ -3,8 +3,10 @@
  * payload counts, its tcp.analysis flags, and a receiver-side reassembly computed from tshark's
  * own sequence fields (tshark has no flag for "data above the next expected byte").
  */
+import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import type { ConnectionSummary, DirectionStats } from '../../agent/pcap/index.js';
+import type { Replay } from './replay-helpers.js';
 
 /** tshark's counts for one direction of one connection. */
 export interface TsharkDirection {
@@ -219,4 +221,70 @@ export function ourConnections(summaries: readonly ConnectionSummary[]): Map<str
     });
   }
   return out;
+}
+
+/**
+ * Asserts that a replay agrees with tshark on `file`, per connection and direction (the mapping
+ * and tolerances are explained in fixtures-vs-tshark.test.ts); returns one table row per
+ * direction for the test's report.
+ */
+export function assertAgreesWithTshark(name: string, file: string, r: Replay): string[] {
+  const rows: string[] = [];
+  const theirs = tsharkConnections(file);
+  const ours = ourConnections(r.summaries);
+  // A reset with nothing before it belongs to no connection an end host had: counted, not tracked.
+  let strays = 0;
+  for (const [key, tc] of theirs) {
+    if (tc.resets === tc.clientToServer.packets + tc.serverToClient.packets && !ours.has(key)) {
+      strays += tc.resets;
+      theirs.delete(key);
+    }
+  }
+  assert.equal(r.source.stats.analyzer?.strayResets, strays, 'stray resets');
+  assert.deepEqual([...ours.keys()].sort(), [...theirs.keys()].sort(), 'the same connections');
+  for (const [key, tc] of theirs) {
+    const oc = ours.get(key)!;
+    const flip = endpoint(oc.clientAddress, oc.clientPort) !== tc.client;
+    const pairs = flip
+      ? ([
+          ['c→s', oc.serverToClient, tc.clientToServer, oc.clientToServer],
+          ['s→c', oc.clientToServer, tc.serverToClient, oc.serverToClient],
+        ] as const)
+      : ([
+          ['c→s', oc.clientToServer, tc.clientToServer, oc.serverToClient],
+          ['s→c', oc.serverToClient, tc.serverToClient, oc.clientToServer],
+        ] as const);
+    for (const [dir, o, th] of pairs) {
+      // The receiver of this direction's data is the other direction's sender.
+      const receiverAcks = th === tc.clientToServer ? tc.serverToClient : tc.clientToServer;
+      const at = `${name} ${key} ${dir}`;
+      assert.equal(o.segs, th.packets, `${at}: segments`);
+      assert.equal(o.dataSegs, th.dataPackets, `${at}: data segments`);
+      assert.equal(o.payloadBytes, th.payloadBytes, `${at}: payload bytes`);
+      assert.equal(o.retransSegs, th.retransmission + th.outOfOrder, `${at}: retransmissions`);
+      assert.ok(
+        Math.abs(o.dupDataPkts - th.spuriousRetransmission) <= receiverAcks.backwardAcks,
+        `${at}: duplicates ${o.dupDataPkts}, tshark ${th.spuriousRetransmission} (receiver's reordered ACKs ${receiverAcks.backwardAcks})`,
+      );
+      assert.ok(
+        o.oooPkts >= th.lostSegment,
+        `${at}: out of order ${o.oooPkts} < lost_segment ${th.lostSegment}`,
+      );
+      if (th.lostSegment === 0) assert.equal(o.oooPkts, th.aboveExpected, `${at}: out of order`);
+      assert.ok(o.stalls <= th.rto, `${at}: stalls ${o.stalls} > tshark rto marks ${th.rto}`);
+      rows.push(
+        [
+          at,
+          `seg ${o.segs}`,
+          `bytes ${o.payloadBytes}`,
+          `retrans ${o.retransSegs}/${th.retransmission}+${th.outOfOrder}`,
+          `dup ${o.dupDataPkts}/${th.spuriousRetransmission}`,
+          `ooo ${o.oooPkts}/${th.aboveExpected}(lost ${th.lostSegment})`,
+          `stalls ${o.stalls}/rto ${th.rto}`,
+          `srtt ${o.srttUs}us`,
+        ].join('  '),
+      );
+    }
+  }
+  return rows;
 }
