@@ -124,17 +124,11 @@ export const profileRoutes: FastifyPluginAsyncTypebox<ListRouteOptions> = async 
       if (id > MAX_UINT64) {
         throw new CollectorError('COL_ERR_BAD_QUERY', 'params/flowId must be at most 2^64 - 1');
       }
-      // Store.connection takes a JS number, and the SQLite store reads integers back as numbers:
-      // a flowId past 2^53 - 1 cannot be looked up exactly, so it is refused rather than rounded.
-      if (id > BigInt(Number.MAX_SAFE_INTEGER)) {
-        throw new CollectorError(
-          'COL_ERR_BAD_QUERY',
-          'params/flowId above 2^53 - 1 cannot be looked up yet (store limitation)',
-        );
-      }
-      const rows = await app.store.connection(Number(id));
+      // Exact 64-bit lookups: flowIds past 2^53 - 1 (the agent's are 63-bit hashes) go as bigints.
+      const key = id > BigInt(Number.MAX_SAFE_INTEGER) ? id : Number(id);
+      const rows = await app.store.connection(key);
       if (rows.length === 0) throw new CollectorError('COL_ERR_NOT_FOUND', `no profile has flowId ${id}`);
-      return { flowId: Number(id), items: rows.map(profileToApi) };
+      return { flowId: typeof key === 'bigint' ? key.toString() : key, items: rows.map(profileToApi) };
     },
   );
 };

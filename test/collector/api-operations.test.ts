@@ -330,3 +330,34 @@ describe('over a real socket', () => {
     });
   });
 });
+
+describe('GET /api/v1/connections/:flowId with 64-bit flowIds', () => {
+  it('finds a connection whose flowId is past 2^53 and past 2^63, exactly (the agent hashes flowIds to 63 bits)', async () => {
+    await withApp({}, async (app, fx) => {
+      const ids = [2n ** 62n + 12_345n, 2n ** 63n + 7n, 2n ** 64n - 1n];
+      const near = (id: bigint) => id + 1n; // one apart: a rounding lookup would mix them up
+      const profiles = ids.flatMap((id, i) =>
+        [id, near(id)].map((flowId, k) => ({
+          exporter: 'udp:192.0.2.1:4739',
+          observationDomainId: 0,
+          templateId: 47561,
+          receivedMilliseconds: 1_790_000_000_000 + i,
+          flowId,
+          flowStartMilliseconds: 1_790_000_000_000 + i * 10 + k,
+          extra: null,
+        })),
+      );
+      await fx.store.insert({ profiles, flows: [], exporters: [] });
+      for (const id of ids) {
+        const r = await app.inject(`/api/v1/connections/${id}`);
+        assert.equal(r.statusCode, 200, r.body);
+        const body = JSON.parse(r.body) as { flowId: string; items: { flowId: string }[] };
+        assert.equal(body.flowId, id.toString());
+        assert.deepEqual(
+          body.items.map((p) => p.flowId),
+          [id.toString()],
+        );
+      }
+    });
+  });
+});

@@ -436,7 +436,6 @@ describe('HTTP API over a filled store', () => {
       ['/api/v1/connections/abc', 'flowId'],
       ['/api/v1/connections/', 'flowId'],
       ['/api/v1/connections/18446744073709551616', 'flowId'],
-      ['/api/v1/connections/9007199254740993', 'flowId'],
       ['/api/v1/exporters?verbose=1', 'verbose'],
     ];
     for (const [url, param] of cases) {
