@@ -6,82 +6,18 @@
  * the collector keeps serving throughout.
  */
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import tls from 'node:tls';
 import { IpfixEncoder } from '../../ipfix/index.js';
 import { type CollectorProcess, type HostPort, withCollector } from '../helpers/collector-process.js';
-import { requireTools, run } from '../helpers/tools.js';
+import { type KeyPair, makeSelfSigned, makeTestPki } from '../helpers/pki.js';
+import { requireTools } from '../helpers/tools.js';
 
-/** Key and certificate files. */
-interface Pair {
-  key: string;
-  cert: string;
-}
-
-const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-
-/** A CA, a server certificate for 127.0.0.1 and a client certificate signed by it, and a self-signed client. */
-function makePki(dir: string): { ca: Pair; server: Pair; client: Pair; rogue: Pair } {
-  const p = (name: string): Pair => ({ key: join(dir, `${name}.key`), cert: join(dir, `${name}.crt`) });
-  const ca = p('ca');
-  const server = p('server');
-  const client = p('client');
-  const rogue = p('rogue');
-  run('openssl', [
-    'req',
-    '-x509',
-    ...EC,
-    '-keyout',
-    ca.key,
-    '-out',
-    ca.cert,
-    '-days',
-    '2',
-    '-subj',
-    '/CN=kpiflow test CA',
-  ]);
-  const sign = (who: Pair, cn: string, ext: string) => {
-    const csr = `${who.cert}.csr`;
-    const extFile = `${who.cert}.ext`;
-    writeFileSync(extFile, `${ext}\n`);
-    run('openssl', ['req', ...EC, '-keyout', who.key, '-out', csr, '-subj', `/CN=${cn}`]);
-    run('openssl', [
-      'x509',
-      '-req',
-      '-in',
-      csr,
-      '-CA',
-      ca.cert,
-      '-CAkey',
-      ca.key,
-      '-CAcreateserial',
-      '-out',
-      who.cert,
-      '-days',
-      '2',
-      '-extfile',
-      extFile,
-    ]);
-  };
-  sign(server, '127.0.0.1', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth');
-  sign(client, 'exporter-1', 'extendedKeyUsage=clientAuth');
-  run('openssl', [
-    'req',
-    '-x509',
-    ...EC,
-    '-keyout',
-    rogue.key,
-    '-out',
-    rogue.cert,
-    '-days',
-    '2',
-    '-subj',
-    '/CN=exporter-1',
-  ]);
-  return { ca, server, client, rogue };
+/** The test PKI plus a self-signed client certificate no CA vouches for. */
+function makePki(dir: string): ReturnType<typeof makeTestPki> & { rogue: KeyPair } {
+  return { ...makeTestPki(dir), rogue: makeSelfSigned(dir, 'rogue', 'kpiflow-agent') };
 }
 
 const PROFILE_FIELDS = [

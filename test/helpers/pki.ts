@@ -14,25 +14,35 @@ export interface KeyPair {
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
-/** Makes the CA, server and client files in `dir`. Needs openssl on PATH. */
-export function makeTestPki(dir: string): { ca: KeyPair; server: KeyPair; client: KeyPair } {
-  const pair = (name: string): KeyPair => ({ key: join(dir, `${name}.key`), cert: join(dir, `${name}.crt`) });
-  const ca = pair('ca');
-  const server = pair('server');
-  const client = pair('client');
+const pair = (dir: string, name: string): KeyPair => ({
+  key: join(dir, `${name}.key`),
+  cert: join(dir, `${name}.crt`),
+});
+
+/** A self-signed certificate `name` (a CA, or a client no CA vouches for). Needs openssl on PATH. */
+export function makeSelfSigned(dir: string, name: string, cn: string): KeyPair {
+  const p = pair(dir, name);
   run('openssl', [
     'req',
     '-x509',
     ...EC,
     '-keyout',
-    ca.key,
+    p.key,
     '-out',
-    ca.cert,
+    p.cert,
     '-days',
     '2',
     '-subj',
-    '/CN=kpiflow agent test CA',
+    `/CN=${cn}`,
   ]);
+  return p;
+}
+
+/** Makes the CA, server and client files in `dir`. Needs openssl on PATH. */
+export function makeTestPki(dir: string): { ca: KeyPair; server: KeyPair; client: KeyPair } {
+  const ca = makeSelfSigned(dir, 'ca', 'kpiflow test CA');
+  const server = pair(dir, 'server');
+  const client = pair(dir, 'client');
   const sign = (who: KeyPair, cn: string, ext: string) => {
     const csr = `${who.cert}.csr`;
     const extFile = `${who.cert}.ext`;
