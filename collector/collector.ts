@@ -47,7 +47,12 @@ export function openStore(config: CollectorConfig): Store {
       '--store clickhouse: the ClickHouse store is not built yet; use --store sqlite',
     );
   }
-  return new SqliteStore({ path: config.db, writerThread: true, sync: config.sqliteSync });
+  return new SqliteStore({
+    path: config.db,
+    writerThread: true,
+    sync: config.sqliteSync,
+    layout: config.sqliteLayout,
+  });
 }
 
 /** Starts a collector; on failure everything already started is stopped again. */

@@ -22,6 +22,8 @@ export interface CollectorConfig {
   store: 'sqlite' | 'clickhouse';
   /** PRAGMA synchronous of the SQLite writer. */
   sqliteSync: 'off' | 'normal' | 'full';
+  /** How SQLite stores profiles: one row each, or column blocks (experimental; docs/storage.md). */
+  sqliteLayout: 'rows' | 'blocks';
   clickhouseUrl: string | null;
   /** Rows older than this are deleted, ms; 0 keeps everything. */
   retentionMs: number;
@@ -50,6 +52,7 @@ export const COLLECTOR_DEFAULTS: CollectorConfig = {
   db: 'kpiflow.db',
   store: 'sqlite',
   sqliteSync: 'normal',
+  sqliteLayout: 'rows',
   clickhouseUrl: null,
   retentionMs: 30 * 86_400_000,
   apiToken: null,
@@ -74,6 +77,7 @@ const FLAGS = {
   db: 'db',
   store: 'store',
   'sqlite-sync': 'sqliteSync',
+  'sqlite-layout': 'sqliteLayout',
   'clickhouse-url': 'clickhouseUrl',
   retention: 'retention',
   'api-token': 'apiToken',
@@ -194,6 +198,12 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
     if (v !== 'off' && v !== 'normal' && v !== 'full')
       throw bad(name('sqliteSync'), `${JSON.stringify(v)} is not off, normal or full`);
     c.sqliteSync = v;
+  }
+  if (has('sqliteLayout')) {
+    const v = merged['sqliteLayout'];
+    if (v !== 'rows' && v !== 'blocks')
+      throw bad(name('sqliteLayout'), `${JSON.stringify(v)} is not rows or blocks`);
+    c.sqliteLayout = v;
   }
   if (has('clickhouseUrl')) c.clickhouseUrl = str(name('clickhouseUrl'), merged['clickhouseUrl']);
   if (has('retention'))

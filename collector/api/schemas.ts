@@ -269,7 +269,7 @@ export const SummaryItem = Type.Object({
     description: 'Bucket start, ms; null without buckets',
   }),
   profiles: Type.Integer(),
-  connections: Type.Integer({ description: 'Distinct flowId' }),
+  connections: Type.Integer({ description: 'Distinct flowId (an upper bound when approximate)' }),
   transferredOctetTotalCount: Type.Number(),
   receivedOctetTotalCount: Type.Number(),
   retransmittedPacketTotalCount: Type.Number(),
@@ -295,6 +295,12 @@ export const SummaryItem = Type.Object({
   timeToEstablish: Type.Union(
     [Type.Object({ mean: Type.Number(), p50: Type.Number(), p90: Type.Number() }), Type.Null()],
     { description: 'timeToEstablishMilliseconds over profiles with a positive value' },
+  ),
+  approximate: Type.Optional(
+    Type.Boolean({
+      description:
+        'true when block pre-aggregates served this group (blocks layout, large ranges): percentiles within 2.2 % (log histograms), connections an upper bound; counts, sums and means exact',
+    }),
   ),
 });
 

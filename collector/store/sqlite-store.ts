@@ -7,6 +7,8 @@ import { statSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
+import { BlockReader } from './block-query.js';
+import { type ProfileLayout, storedLayout } from './block-writer.js';
 import { type PackedBatch, packBatch, transferables } from './packed-batch.js';
 import { mean, percentile } from './percentiles.js';
 import { openForWriting, SqliteWriter, type SyncMode, tablePackers } from './sqlite-writer.js';
@@ -40,6 +42,12 @@ export interface SqliteStoreOptions {
   writerThread?: boolean;
   /** PRAGMA synchronous of the writer. Default 'normal'. */
   sync?: SyncMode;
+  /**
+   * How profiles are stored (docs/storage.md): 'rows' (one SQL row each, the default) or
+   * 'blocks' (column blocks, experimental). A database holding profiles in the other layout is
+   * refused with COL_ERR_SCHEMA. Read-only stores use the layout the database holds.
+   */
+  layout?: ProfileLayout;
 }
 
 /** Cursor text of a (time, id) position. */
@@ -84,8 +92,8 @@ interface WriteSide {
   close(): Promise<void>;
 }
 
-function inlineWriter(db: Db): WriteSide {
-  const w = new SqliteWriter(db);
+function inlineWriter(db: Db, layout: ProfileLayout): WriteSide {
+  const w = new SqliteWriter(db, layout);
   return {
     insert: async (b) => w.write(b),
     deleteOlderThan: async (before, max) => w.deleteOlderThan(before, max),
@@ -94,9 +102,9 @@ function inlineWriter(db: Db): WriteSide {
   };
 }
 
-function threadWriter(path: string, sync: SyncMode): WriteSide {
+function threadWriter(path: string, sync: SyncMode, layout: ProfileLayout): WriteSide {
   const worker = new Worker(new URL('./sqlite-writer-thread.js', import.meta.url), {
-    workerData: { path, sync },
+    workerData: { path, sync, layout },
   });
   const waiting = new Map<number, { resolve: (v: number | undefined) => void; reject: (e: Error) => void }>();
   let nextId = 1;
@@ -147,6 +155,10 @@ export class SqliteStore implements Store {
   private readonly path: string;
   private readonly writer: WriteSide | null;
   private readonly packers = tablePackers();
+  /** Reads of the blocks layout; null in the rows layout. */
+  private readonly blocks: BlockReader | null = null;
+  /** How this database stores profiles. */
+  readonly layout: ProfileLayout;
 
   constructor(options: SqliteStoreOptions) {
     this.path = options.path;
@@ -160,14 +172,18 @@ export class SqliteStore implements Store {
       }
       this.db.pragma('busy_timeout = 5000');
       this.writer = null;
+      this.layout = storedLayout(this.db);
+      if (this.layout === 'blocks') this.blocks = new BlockReader(this.db, this.packers.profiles);
       return;
     }
+    this.layout = options.layout ?? 'rows';
     // This connection migrates the schema, then serves reads (and writes, when inline).
-    this.db = openForWriting(options.path, options.sync);
+    this.db = openForWriting(options.path, options.sync, this.layout);
+    if (this.layout === 'blocks') this.blocks = new BlockReader(this.db, this.packers.profiles);
     this.writer =
       options.writerThread && options.path !== ':memory:'
-        ? threadWriter(options.path, options.sync ?? 'normal')
-        : inlineWriter(this.db);
+        ? threadWriter(options.path, options.sync ?? 'normal', this.layout)
+        : inlineWriter(this.db, this.layout);
   }
 
   async insert(batch: IngestBatch): Promise<void> {
@@ -252,6 +268,7 @@ export class SqliteStore implements Store {
   }
 
   async profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>> {
+    if (this.blocks) return this.blocks.profiles(filter, page);
     return this.page<ProfileRow>('profiles', filter, page);
   }
 
@@ -260,6 +277,7 @@ export class SqliteStore implements Store {
   }
 
   async connection(flowId: number | bigint): Promise<(ProfileRow & { id: number })[]> {
+    if (this.blocks) return this.blocks.connection(flowId);
     const rows = this.db
       .prepare(
         `SELECT profiles.*, (SELECT key FROM exporters WHERE exporters.id = exporterId) AS exporter FROM profiles
@@ -276,6 +294,7 @@ export class SqliteStore implements Store {
   }
 
   async summary(query: SummaryQuery): Promise<SummaryRow[]> {
+    if (this.blocks) return this.blocks.summary(query);
     const keyExpr = {
       destination: 'destinationAddress',
       destinationPort: 'destinationTransportPort',

@@ -3,6 +3,7 @@
  * retention deletes and the final close the store posts to it, answering each by its id.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import type { ProfileLayout } from './block-writer.js';
 import { openForWriting, SqliteWriter, type SyncMode } from './sqlite-writer.js';
 
 /** A request from the store. */
@@ -18,11 +19,11 @@ export type WriterReply =
 
 const port = parentPort;
 if (!port) throw new Error('sqlite-writer-thread.js runs only as a worker thread');
-const { path, sync } = workerData as { path: string; sync: SyncMode };
+const { path, sync, layout } = workerData as { path: string; sync: SyncMode; layout: ProfileLayout };
 let writer: SqliteWriter | null = null;
 let openError: { code: string; message: string } | null = null;
 try {
-  writer = new SqliteWriter(openForWriting(path, sync));
+  writer = new SqliteWriter(openForWriting(path, sync, layout), layout);
 } catch (err) {
   const e = err as Error & { code?: string };
   openError = { code: e.code ?? 'COL_ERR_STORE', message: e.message };

@@ -6,6 +6,7 @@
 import Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
 import { FLOW_COLUMNS, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profile-schema.js';
+import { BlockWriter, checkLayout, type ProfileLayout } from './block-writer.js';
 import { type PackedBatch, type PackedTable, TablePacker } from './packed-batch.js';
 import type { ExporterDelta, Scalar } from './types.js';
 
@@ -78,6 +79,21 @@ ALTER TABLE profiles_v2 RENAME TO profiles;
 CREATE INDEX profiles_flow ON profiles (flowId);
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta VALUES ('nextProfileId', (SELECT COALESCE(MAX(id), 0) + 1 FROM profiles));`,
+  // 3: the blocks layout (block-writer.ts, docs/storage.md): profiles as column blocks, one row
+  // per ingest batch. Columns are in read order: the zone map and the small TEXT before the BLOBs,
+  // so that listing blocks never reads their data.
+  `CREATE TABLE profile_blocks (
+  id INTEGER PRIMARY KEY,
+  tmin INTEGER NOT NULL,
+  tmax INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  addrs TEXT NOT NULL,
+  aggs BLOB NOT NULL,
+  bloom BLOB NOT NULL,
+  data BLOB NOT NULL
+);
+CREATE INDEX profile_blocks_tmin ON profile_blocks (tmin);
+CREATE INDEX profile_blocks_tmax ON profile_blocks (tmax);`,
 ];
 
 /** Number columns of a packed profile row (the writer adds t and id itself). */
@@ -110,8 +126,11 @@ const ROWS_PER_STATEMENT = 16;
 /** How hard SQLite pushes each commit to disk (PRAGMA synchronous). */
 export type SyncMode = 'off' | 'normal' | 'full';
 
-/** Opens a database for writing (WAL) and brings its schema up to date. */
-export function openForWriting(path: string, sync: SyncMode = 'normal'): Db {
+/**
+ * Opens a database for writing (WAL), brings its schema up to date and checks that it holds
+ * profiles in `layout` (COL_ERR_SCHEMA otherwise).
+ */
+export function openForWriting(path: string, sync: SyncMode = 'normal', layout: ProfileLayout = 'rows'): Db {
   let db: Db;
   try {
     db = new Database(path);
@@ -128,7 +147,13 @@ export function openForWriting(path: string, sync: SyncMode = 'normal'): Db {
   // 64 MiB of page cache keeps the index pages of a batch in memory.
   db.pragma('cache_size = -65536');
   db.pragma('busy_timeout = 5000');
-  migrate(db, path);
+  try {
+    migrate(db, path);
+    checkLayout(db, path, layout);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
   return db;
 }
 
@@ -164,8 +189,13 @@ export class SqliteWriter {
   private readonly plans = new Map<string, InsertPlan>();
   private nextProfileId: number;
   private readonly writeTx: (b: PackedBatch) => void;
+  private readonly blocks: BlockWriter | null;
 
-  constructor(private readonly db: Db) {
+  constructor(
+    private readonly db: Db,
+    layout: ProfileLayout = 'rows',
+  ) {
+    this.blocks = layout === 'blocks' ? new BlockWriter(db, tablePackers().profiles) : null;
     this.upsertExporter =
       db.prepare(`INSERT INTO exporters (key, transport, address, port, firstSeen, lastSeen, records, profiles, flows, lostRecords, decodeErrors, templateIds)
       VALUES (@exporter, @transport, @address, @port, @lastSeen, @lastSeen, @records, @profiles, @flows, @lostRecords, @decodeErrors, @templateIds)
@@ -180,7 +210,8 @@ export class SqliteWriter {
     this.writeTx = db.transaction((b: PackedBatch) => {
       for (const e of b.exporters) this.exporterIds.set(e.exporter, this.writeExporter(e));
       if (b.profiles.n > 0) {
-        this.writeTable('profiles', b.profiles);
+        if (this.blocks) this.writeBlocks(b.profiles);
+        else this.writeTable('profiles', b.profiles);
         this.setNextId.run(this.nextProfileId);
       }
       if (b.flows.n > 0) this.writeTable('flows', b.flows);
@@ -226,6 +257,16 @@ export class SqliteWriter {
     };
     this.plans.set(key, p);
     return p;
+  }
+
+  private writeBlocks(t: PackedTable): void {
+    // Blocks keep the exporter key itself; the exporters table still lists every one seen.
+    const tw = t.textColumns.length;
+    const nw = t.numColumns.length;
+    const recvJ = t.numColumns.indexOf('receivedMilliseconds');
+    for (let i = 0; i < t.n; i++) this.exporterId(t.text[i * tw]!, t.num[i * nw + recvJ]!);
+    this.blocks!.write(t, this.nextProfileId);
+    this.nextProfileId += t.n;
   }
 
   private writeTable(table: 'profiles' | 'flows', t: PackedTable): void {
@@ -300,7 +341,11 @@ export class SqliteWriter {
 
   /** Deletes at most `maxRows` rows older than `beforeMs` (profiles first); returns how many. */
   deleteOlderThan(beforeMs: number, maxRows: number): number {
-    let left = maxRows;
+    if (this.blocks)
+      return this.db.transaction(() =>
+        this.deleteFlows(beforeMs, this.blocks!.deleteOlderThan(beforeMs, maxRows), maxRows),
+      )();
+    const left = maxRows;
     // Profiles are clustered by t: the oldest rows are one range at the start of the table.
     const last = this.db
       .prepare('SELECT t, id FROM profiles WHERE t < ? ORDER BY t, id LIMIT 1 OFFSET ?')
@@ -308,7 +353,12 @@ export class SqliteWriter {
     const r = last
       ? this.db.prepare('DELETE FROM profiles WHERE (t, id) <= (?, ?)').run(last.t, last.id)
       : this.db.prepare('DELETE FROM profiles WHERE t < ?').run(beforeMs);
-    left -= r.changes;
+    return this.deleteFlows(beforeMs, r.changes, maxRows);
+  }
+
+  /** Deletes old flows with what is left of `maxRows` after `done` profiles; returns the total. */
+  private deleteFlows(beforeMs: number, done: number, maxRows: number): number {
+    let left = maxRows - done;
     if (left > 0) {
       const f = this.db
         .prepare(

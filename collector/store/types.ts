@@ -119,7 +119,10 @@ export interface SummaryRow {
   /** Start of the time bucket, ms; null without buckets. */
   bucket: number | null;
   profiles: number;
-  /** Distinct connections (flowId). */
+  /**
+   * Distinct connections (flowId). With `approximate`, a sum of per-block distinct counts: an
+   * upper bound (a connection whose profiles lie in several blocks counts once per block).
+   */
   connections: number;
   transferredOctetTotalCount: number;
   receivedOctetTotalCount: number;
@@ -131,6 +134,12 @@ export interface SummaryRow {
   rtt: { mean: number; p50: number; p90: number; p95: number; p99: number } | null;
   /** Time to establish statistics in ms over establishment profiles; null when none. */
   timeToEstablish: { mean: number; p50: number; p90: number } | null;
+  /**
+   * Set when the group used block pre-aggregates (blocks layout, large ranges): percentiles come
+   * from log histograms (within 2.2 %) and `connections` is an upper bound. Counts, sums and
+   * means stay exact. Absent when every row was read.
+   */
+  approximate?: true;
 }
 
 /** One exporter's accounting. */

@@ -1,0 +1,283 @@
+/**
+ * Pre-aggregates of a profile block, computed once when the block is packed so that a summary
+ * over blocks that lie wholly inside its time range never decodes their rows. For each summary
+ * dimension and each key present in the block: profile count, distinct flowIds (within the block),
+ * the summed KPIs, RTT and time-to-establish count and sum (exact means), and log histograms of
+ * both (16 buckets per octave: a percentile read from them is within 2.2 % of a value of the bucket
+ * holding the exact one). Layout (all sections 8-byte aligned):
+ *
+ *   0 u32 magic 'KPA1', u32 0; then per dimension 8 u32: keys, keysJsonOffset, keysJsonBytes,
+ *   statsOffset, rttOffsetsOffset, tteOffsetsOffset, entriesOffset, entries
+ *   keys: JSON array;  stats: f64[keys × STAT_WIDTH];  rtt/tte offsets: u32[keys + 1] into entries;
+ *   entries: u32 (bucket << 22 | count), ascending buckets per key.
+ */
+
+import type { BlockColumns } from './profile-block.js';
+import type { SummaryGroup } from './types.js';
+
+/** Summary dimensions, in the order of the aggregate blob's directory. */
+export const DIMENSIONS: readonly SummaryGroup[] = [
+  'destination',
+  'destinationPort',
+  'ipVersion',
+  'exporter',
+  'endState',
+];
+
+/** The block column holding each dimension's key. */
+export const DIMENSION_COLUMN: Record<SummaryGroup, string> = {
+  destination: 'destinationAddress',
+  destinationPort: 'destinationTransportPort',
+  ipVersion: 'ipVersion',
+  exporter: 'exporter',
+  endState: 'flowEndReason',
+};
+
+/** KPIs a summary adds up, in stats order (after profiles and connections). */
+export const SUM_COLUMNS = [
+  'transferredOctetTotalCount',
+  'receivedOctetTotalCount',
+  'retransmittedPacketTotalCount',
+  'stallCount',
+  'duplicatePacketTotalCount',
+  'reorderingPacketCount',
+] as const;
+
+/** Stats of one key: profiles, connections, the sums, rtt count, rtt sum, tte count, tte sum. */
+export const STAT_WIDTH = 2 + SUM_COLUMNS.length + 4;
+/** Index of the RTT count in a key's stats (sum, tte count and tte sum follow). */
+export const STAT_RTT = 2 + SUM_COLUMNS.length;
+
+const MAGIC = 0x3141504b; // 'KPA1'
+const DIR = 8 + DIMENSIONS.length * 32;
+
+/** Histogram buckets per octave. */
+export const HIST_PER_OCTAVE = 16;
+const HIST_MIN_EXP = -10;
+/** Buckets: 0 holds values <= 2^-10 ms (about 1 µs), the rest up to 2^32 ms. */
+export const HIST_BUCKETS = 1 + (32 - HIST_MIN_EXP) * HIST_PER_OCTAVE;
+
+/** Bucket of a value in ms. */
+export function histBucket(v: number): number {
+  if (v <= 2 ** HIST_MIN_EXP) return 0;
+  const b = 1 + Math.floor((Math.log2(v) - HIST_MIN_EXP) * HIST_PER_OCTAVE);
+  return b >= HIST_BUCKETS ? HIST_BUCKETS - 1 : b;
+}
+
+/** The value a bucket stands for: its geometric middle (0 for bucket 0). */
+export function histValue(b: number): number {
+  return b === 0 ? 0 : 2 ** ((b - 0.5) / HIST_PER_OCTAVE + HIST_MIN_EXP);
+}
+
+/** Nearest-rank percentile of a histogram of `count` values. */
+export function histPercentile(h: Uint32Array, count: number, p: number): number {
+  const rank = Math.min(count, Math.max(1, Math.ceil((p / 100) * count)));
+  let acc = 0;
+  for (let b = 0; b < h.length; b++) {
+    acc += h[b]!;
+    if (acc >= rank) return histValue(b);
+  }
+  return Number.NaN;
+}
+
+/** RTT of every row in ms (µs / 1000 when present, else ms; NaN when neither). */
+export function rttColumn(
+  micro: Float64Array | undefined,
+  milli: Float64Array | undefined,
+  n: number,
+): Float64Array {
+  const out = new Float64Array(n).fill(Number.NaN);
+  for (let i = 0; i < n; i++) {
+    const u = micro ? micro[i]! : Number.NaN;
+    out[i] = Number.isNaN(u) ? (milli ? milli[i]! : Number.NaN) : u / 1000;
+  }
+  return out;
+}
+
+const pad8 = (x: number) => (x + 7) & ~7;
+const utf8 = new TextEncoder();
+
+/** One dimension's pre-aggregates, as a reader sees them (views over the BLOB). */
+export interface DimensionAggregates {
+  keys: (string | number | null)[];
+  stats: Float64Array;
+  rttOffsets: Uint32Array;
+  tteOffsets: Uint32Array;
+  entries: Uint32Array;
+}
+
+/** Computes the pre-aggregates of a block from its columns (block order). */
+export function encodeAggregates(c: BlockColumns): Uint8Array {
+  const n = c.n;
+  const sums = SUM_COLUMNS.map((name) => {
+    const v = c.num.get(name);
+    if (!v) return null;
+    const bigs = c.bigs.get(name);
+    if (!bigs) return v;
+    const w = v.slice();
+    for (const [i, b] of bigs) w[i] = Number(b);
+    return w;
+  });
+  const rtt = rttColumn(c.num.get('meanLatencyMicroseconds'), c.num.get('meanLatencyMilliseconds'), n);
+  const tte = c.num.get('timeToEstablishMilliseconds');
+  const flow = c.num.get('flowId');
+  const flowBigs = c.bigs.get('flowId');
+  const parts: {
+    keysJson: Uint8Array;
+    stats: Float64Array;
+    rOff: Uint32Array;
+    tOff: Uint32Array;
+    ent: Uint32Array;
+  }[] = [];
+  for (const d of DIMENSIONS) {
+    const col = DIMENSION_COLUMN[d];
+    const text = c.text.get(col);
+    const num = c.num.get(col);
+    // Key index of every row, in order of first appearance.
+    const keyIdx = new Map<string | number | null, number>();
+    const keys: (string | number | null)[] = [];
+    const kix = new Uint32Array(n);
+    for (let i = 0; i < n; i++) {
+      let k: string | number | null = null;
+      if (text) k = text[i] ?? null;
+      else if (num && !Number.isNaN(num[i]!)) k = num[i]!;
+      let x = keyIdx.get(k);
+      if (x === undefined) {
+        x = keys.length;
+        keyIdx.set(k, x);
+        keys.push(k);
+      }
+      kix[i] = x;
+    }
+    const K = keys.length;
+    const stats = new Float64Array(K * STAT_WIDTH);
+    const flows: Set<number | bigint>[] = Array.from({ length: K }, () => new Set());
+    const rCodes: number[] = [];
+    const tCodes: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const k = kix[i]!;
+      const o = k * STAT_WIDTH;
+      stats[o]!++;
+      for (let s = 0; s < sums.length; s++) {
+        const v = sums[s]?.[i];
+        if (v !== undefined && !Number.isNaN(v)) stats[o + 2 + s]! += v;
+      }
+      if (flow) {
+        const f = flowBigs?.get(i) ?? flow[i]!;
+        if (typeof f === 'bigint' || !Number.isNaN(f)) flows[k]!.add(f);
+      }
+      const r = rtt[i]!;
+      if (!Number.isNaN(r)) {
+        stats[o + STAT_RTT]!++;
+        stats[o + STAT_RTT + 1]! += r;
+        rCodes.push(k * 1024 + histBucket(r));
+      }
+      const t = tte ? tte[i]! : Number.NaN;
+      if (t > 0) {
+        stats[o + STAT_RTT + 2]!++;
+        stats[o + STAT_RTT + 3]! += t;
+        tCodes.push(k * 1024 + histBucket(t));
+      }
+    }
+    for (let k = 0; k < K; k++) stats[k * STAT_WIDTH + 1] = flows[k]!.size;
+    const [rOff, rEnt] = runLength(rCodes, K);
+    const [tOff, tEnt] = runLength(tCodes, K);
+    const ent = new Uint32Array(rEnt.length + tEnt.length);
+    ent.set(rEnt);
+    ent.set(tEnt, rEnt.length);
+    for (let k = 0; k <= K; k++) tOff[k]! += rEnt.length;
+    parts.push({ keysJson: utf8.encode(JSON.stringify(keys)), stats, rOff, tOff, ent });
+  }
+  let off = DIR;
+  const dirs: number[][] = [];
+  for (const p of parts) {
+    const keysOff = off;
+    off += pad8(p.keysJson.length);
+    const statsOff = off;
+    off += p.stats.byteLength;
+    const rOffOff = off;
+    off += pad8(p.rOff.byteLength);
+    const tOffOff = off;
+    off += pad8(p.tOff.byteLength);
+    const entOff = off;
+    off += pad8(p.ent.byteLength);
+    dirs.push([
+      p.stats.length / STAT_WIDTH,
+      keysOff,
+      p.keysJson.length,
+      statsOff,
+      rOffOff,
+      tOffOff,
+      entOff,
+      p.ent.length,
+    ]);
+  }
+  const out = new Uint8Array(off);
+  const head = new Uint32Array(out.buffer, 0, DIR / 4);
+  head[0] = MAGIC;
+  for (const [d, dir] of dirs.entries()) {
+    head.set(dir, 2 + d * 8);
+    const p = parts[d]!;
+    out.set(p.keysJson, dir[1]!);
+    out.set(new Uint8Array(p.stats.buffer), dir[3]!);
+    out.set(new Uint8Array(p.rOff.buffer), dir[4]!);
+    out.set(new Uint8Array(p.tOff.buffer), dir[5]!);
+    out.set(new Uint8Array(p.ent.buffer), dir[6]!);
+  }
+  return out;
+}
+
+/** Sorted (key × 1024 + bucket) codes to per-key offsets and (bucket << 22 | count) entries. */
+function runLength(codes: number[], K: number): [Uint32Array, Uint32Array] {
+  const sorted = Float64Array.from(codes).sort();
+  const off = new Uint32Array(K + 1);
+  const ent: number[] = [];
+  let i = 0;
+  for (let k = 0; k < K; k++) {
+    off[k] = ent.length;
+    while (i < sorted.length && Math.floor(sorted[i]! / 1024) === k) {
+      const code = sorted[i]!;
+      let cnt = 0;
+      while (i < sorted.length && sorted[i] === code) {
+        cnt++;
+        i++;
+      }
+      ent.push(((code % 1024) << 22) | cnt);
+    }
+  }
+  off[K] = ent.length;
+  return [off, Uint32Array.from(ent)];
+}
+
+const textDecoder = new TextDecoder();
+
+/** One dimension of a block's pre-aggregates (views over the BLOB; copied only when unaligned). */
+export function readAggregates(blob: Uint8Array, dim: SummaryGroup): DimensionAggregates {
+  const b = blob.byteOffset % 8 === 0 ? blob : new Uint8Array(blob);
+  const head = new Uint32Array(b.buffer, b.byteOffset, DIR / 4);
+  const d = 2 + DIMENSIONS.indexOf(dim) * 8;
+  const [K, keysOff, keysLen, statsOff, rOffOff, tOffOff, entOff, entN] = head.subarray(
+    d,
+    d + 8,
+  ) as unknown as number[];
+  const at = (x: number) => b.byteOffset + x;
+  return {
+    keys: JSON.parse(textDecoder.decode(b.subarray(keysOff!, keysOff! + keysLen!))) as (
+      | string
+      | number
+      | null
+    )[],
+    stats: new Float64Array(b.buffer, at(statsOff!), K! * STAT_WIDTH),
+    rttOffsets: new Uint32Array(b.buffer, at(rOffOff!), K! + 1),
+    tteOffsets: new Uint32Array(b.buffer, at(tOffOff!), K! + 1),
+    entries: new Uint32Array(b.buffer, at(entOff!), entN!),
+  };
+}
+
+/** Adds entries [from, to) of a pre-aggregate histogram into a full one. */
+export function addEntries(h: Uint32Array, entries: Uint32Array, from: number, to: number): void {
+  for (let e = from; e < to; e++) {
+    const x = entries[e]!;
+    h[x >>> 22]! += x & 0x3fffff;
+  }
+}

@@ -1,0 +1,504 @@
+/**
+ * Queries over the blocks layout (docs/storage.md): the profile list with the same (t, id) keyset
+ * cursor as the rows layout, connections through per-block bloom filters, and summaries that read
+ * the pre-aggregates of blocks wholly inside the range and scan only the blocks at its edges.
+ */
+import type Database from 'better-sqlite3';
+import { CollectorError } from '../errors.js';
+import {
+  addEntries,
+  DIMENSION_COLUMN,
+  HIST_BUCKETS,
+  histBucket,
+  histPercentile,
+  readAggregates,
+  rttColumn,
+  STAT_RTT,
+  STAT_WIDTH,
+  SUM_COLUMNS,
+} from './block-aggregates.js';
+import { bloomMayHave } from './flow-bloom.js';
+import type { TablePacker } from './packed-batch.js';
+import { mean, percentile } from './percentiles.js';
+import { ProfileBlock } from './profile-block.js';
+import type { Page, PageRequest, ProfileRow, RowFilter, SummaryQuery, SummaryRow } from './types.js';
+
+type Db = Database.Database;
+
+/**
+ * A summary reads every row (exact percentiles and distinct counts) when its blocks hold at most
+ * this many profiles; above it, blocks wholly inside the range contribute their pre-aggregates.
+ */
+export const EXACT_SUMMARY_ROWS = 200_000;
+
+const MAX_SAFE = 9007199254740991;
+
+/** Zone map of one block. */
+interface BlockMeta {
+  id: number;
+  tmin: number;
+  tmax: number;
+  n: number;
+}
+
+/** Cursor text of a (time, id) position (the same text the rows layout issues). */
+function encodeCursor(t: number, id: number): string {
+  return `${t}_${id}`;
+}
+
+function decodeCursor(c: string): { t: number | null; id: number } {
+  const m = /^(n|-?\d+)_(\d+)$/.exec(c);
+  if (!m)
+    throw new CollectorError('COL_ERR_BAD_QUERY', `cursor ${JSON.stringify(c)} is not one this API returned`);
+  return { t: m[1] === 'n' ? null : Number(m[1]), id: Number(m[2]) };
+}
+
+/** The address a block must hold for a filter to match any of its rows, quoted as in `addrs`. */
+function addressNeedle(f: RowFilter): string | null {
+  const a = f.address ?? f.destinationAddress ?? f.sourceAddress;
+  return a === undefined ? null : JSON.stringify(a);
+}
+
+/**
+ * The row test of a filter (time excepted) on one block, or null when no row of the block can
+ * match (a filtered string absent from the block's dictionary, a filtered column absent).
+ */
+function rowFilter(b: ProfileBlock, f: RowFilter): ((i: number) => boolean) | null {
+  const tests: ((i: number) => boolean)[] = [];
+  const strEq = (col: string, v: string) => {
+    const c = b.str(col);
+    const x = c ? c.indexOf(v) : -1;
+    if (x < 0) return null;
+    const idx = c!.index;
+    return (i: number) => idx[i] === x;
+  };
+  const numEq = (col: string, v: number) => {
+    const c = b.num(col);
+    if (!c) return null;
+    return (i: number) => c.num(i) === v;
+  };
+  const either = (a: ((i: number) => boolean) | null, c: ((i: number) => boolean) | null) => {
+    if (!a) return c;
+    if (!c) return a;
+    return (i: number) => a(i) || c(i);
+  };
+  const add = (t: ((i: number) => boolean) | null) => {
+    if (!t) return false;
+    tests.push(t);
+    return true;
+  };
+  if (
+    f.address !== undefined &&
+    !add(either(strEq('sourceAddress', f.address), strEq('destinationAddress', f.address)))
+  )
+    return null;
+  if (f.sourceAddress !== undefined && !add(strEq('sourceAddress', f.sourceAddress))) return null;
+  if (f.destinationAddress !== undefined && !add(strEq('destinationAddress', f.destinationAddress)))
+    return null;
+  if (
+    f.port !== undefined &&
+    !add(either(numEq('sourceTransportPort', f.port), numEq('destinationTransportPort', f.port)))
+  )
+    return null;
+  if (f.sourcePort !== undefined && !add(numEq('sourceTransportPort', f.sourcePort))) return null;
+  if (f.destinationPort !== undefined && !add(numEq('destinationTransportPort', f.destinationPort)))
+    return null;
+  if (f.exporter !== undefined && !add(strEq('exporter', f.exporter))) return null;
+  if (f.templateId !== undefined && !add(numEq('templateId', f.templateId))) return null;
+  if (f.ipVersion !== undefined && !add(numEq('ipVersion', f.ipVersion))) return null;
+  if (f.startState !== undefined && !add(numEq('flowStartReason', f.startState))) return null;
+  if (f.endState !== undefined && !add(numEq('flowEndReason', f.endState))) return null;
+  if (tests.length === 0) return () => true;
+  if (tests.length === 1) return tests[0]!;
+  return (i) => {
+    for (const t of tests) if (!t(i)) return false;
+    return true;
+  };
+}
+
+/** True when the filter has conditions besides the time range. */
+function hasRowConditions(f: RowFilter): boolean {
+  return (
+    f.address !== undefined ||
+    f.sourceAddress !== undefined ||
+    f.destinationAddress !== undefined ||
+    f.port !== undefined ||
+    f.sourcePort !== undefined ||
+    f.destinationPort !== undefined ||
+    f.exporter !== undefined ||
+    f.templateId !== undefined ||
+    f.ipVersion !== undefined ||
+    f.startState !== undefined ||
+    f.endState !== undefined
+  );
+}
+
+/** A matching row during a page query. */
+interface Hit {
+  t: number;
+  id: number;
+  b: ProfileBlock;
+  i: number;
+}
+
+/** One (group, bucket) being summed. */
+interface Acc {
+  key: string | number | null;
+  bucket: number | null;
+  profiles: number;
+  sums: Float64Array;
+  /** flowIds of scanned rows (exact distinct count). */
+  flows: Set<number | bigint>;
+  /** Sum of per-block distinct counts from pre-aggregates (an upper bound across blocks). */
+  connectionsBound: number;
+  rtt: number[];
+  tte: number[];
+  rttCount: number;
+  rttSum: number;
+  tteCount: number;
+  tteSum: number;
+  /** Histograms of pre-aggregated blocks; null while every contribution was scanned. */
+  rttHist: Uint32Array | null;
+  tteHist: Uint32Array | null;
+}
+
+/** SQLite's ORDER BY of mixed keys: NULL, then numbers, then text (binary order). */
+function compareKeys(a: string | number | null, b: string | number | null): number {
+  const rank = (x: unknown) => (x === null ? 0 : typeof x === 'number' ? 1 : 2);
+  const ra = rank(a);
+  const rb = rank(b);
+  if (ra !== rb) return ra - rb;
+  if (a === null || b === null) return 0;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Reads profiles stored in blocks; one instance per store connection. */
+export class BlockReader {
+  /** Bloom filter of every block seen, by block key (kept once loaded). */
+  private readonly blooms = new Map<number, Uint8Array>();
+  private bloomsUpTo = Number.NEGATIVE_INFINITY;
+  private readonly dataOf: Database.Statement;
+  private readonly aggsOf: Database.Statement;
+
+  constructor(
+    private readonly db: Db,
+    private readonly packer: TablePacker,
+  ) {
+    this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
+    this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
+  }
+
+  private block(id: number): ProfileBlock | null {
+    const data = this.dataOf.get(id) as Buffer | undefined;
+    return data ? new ProfileBlock(id, data) : null;
+  }
+
+  /** A store row of a block row. */
+  private toRow(h: Hit): ProfileRow & { id: number } {
+    return h.b.row(h.i, this.packer.numColumns, this.packer.textColumns) as unknown as ProfileRow & {
+      id: number;
+    };
+  }
+
+  /** A page of profiles in (t, id) order, as SqliteStore.profiles returns it. */
+  profiles(f: RowFilter, page: PageRequest): Page<ProfileRow> {
+    const asc = page.order === 'asc';
+    let lo = f.from ?? Number.NEGATIVE_INFINITY;
+    let hi = f.to ?? Number.POSITIVE_INFINITY;
+    let cur: { t: number; id: number } | null = null;
+    if (page.cursor) {
+      const c = decodeCursor(page.cursor);
+      // Profiles always have a time; a null-time cursor (rows layout semantics) lies before them all.
+      if (c.t === null) {
+        if (!asc) return { items: [], nextCursor: null };
+      } else {
+        cur = { t: c.t, id: c.id };
+        if (asc) lo = Math.max(lo, c.t);
+        else hi = Math.min(hi, c.t + 1);
+      }
+    }
+    if (!(lo < hi)) return { items: [], nextCursor: null };
+    const needle = addressNeedle(f);
+    const sql = `SELECT id, tmin, tmax, n FROM profile_blocks WHERE tmax >= ? AND tmin < ?${needle ? ' AND instr(addrs, ?) > 0' : ''}
+      ORDER BY ${asc ? 'tmin, id' : 'tmax DESC, id DESC'}`;
+    const args: (number | string)[] = [clampSql(lo), clampSql(hi)];
+    if (needle) args.push(needle);
+    const metas = this.db.prepare(sql).all(...args) as BlockMeta[];
+    const want = page.limit + 1;
+    let hits: Hit[] = [];
+    const cmp = asc
+      ? (a: Hit, b: Hit) => a.t - b.t || a.id - b.id
+      : (a: Hit, b: Hit) => b.t - a.t || b.id - a.id;
+    for (const m of metas) {
+      if (hits.length >= want) {
+        hits.sort(cmp);
+        hits.length = want;
+        const last = hits[want - 1]!;
+        // No row of this block (nor of any later one) can come before the rows already found.
+        if (asc ? m.tmin > last.t : m.tmax < last.t) break;
+      }
+      const b = this.block(m.id);
+      if (!b) continue;
+      const test = rowFilter(b, f);
+      if (!test) continue;
+      const t = b.t();
+      const ids = b.id();
+      let found = 0;
+      // Rows are in (t, id) order: walk in the page's direction and stop at `want` rows.
+      for (let k = 0; k < b.n && found < want; k++) {
+        const i = asc ? k : b.n - 1 - k;
+        const ti = t.num(i);
+        if (ti < lo || ti >= hi) continue;
+        const id = ids.num(i);
+        if (cur && (asc ? ti === cur.t && id <= cur.id : ti > cur.t || (ti === cur.t && id >= cur.id)))
+          continue;
+        if (!test(i)) continue;
+        hits.push({ t: ti, id, b, i });
+        found++;
+      }
+    }
+    hits.sort(cmp);
+    const more = hits.length > page.limit;
+    hits = hits.slice(0, page.limit);
+    const last = hits[hits.length - 1];
+    return {
+      items: hits.map((h) => this.toRow(h)),
+      nextCursor: more && last ? encodeCursor(last.t, last.id) : null,
+    };
+  }
+
+  /** Every profile of one connection, in (t, id) order. */
+  connection(flowId: number | bigint): (ProfileRow & { id: number })[] {
+    const target =
+      typeof flowId === 'bigint' && flowId <= BigInt(MAX_SAFE) && flowId >= 0n ? Number(flowId) : flowId;
+    // Blocks are written with increasing keys; the bloom filters of new ones are read once.
+    for (const r of this.db
+      .prepare('SELECT id, bloom FROM profile_blocks WHERE id > ? ORDER BY id')
+      .raw()
+      .all(clampSql(this.bloomsUpTo)) as [number, Buffer][]) {
+      this.blooms.set(r[0], new Uint8Array(r[1]));
+      this.bloomsUpTo = r[0];
+    }
+    const hits: Hit[] = [];
+    for (const [key, bloom] of this.blooms) {
+      if (!bloomMayHave(bloom, target)) continue;
+      const b = this.block(key);
+      if (!b) {
+        // Deleted by retention.
+        this.blooms.delete(key);
+        continue;
+      }
+      const col = b.num('flowId');
+      if (!col) continue;
+      const t = b.t();
+      const ids = b.id();
+      for (let i = 0; i < b.n; i++) {
+        const v = typeof target === 'number' ? col.num(i) : col.get(i);
+        if (v === target) hits.push({ t: t.num(i), id: ids.num(i), b, i });
+      }
+    }
+    hits.sort((a, b) => a.t - b.t || a.id - b.id);
+    return hits.map((h) => this.toRow(h));
+  }
+
+  /** A summary, as SqliteStore.summary returns it, plus `approximate` where pre-aggregates were used. */
+  summary(q: SummaryQuery): SummaryRow[] {
+    const from = q.from ?? Number.NEGATIVE_INFINITY;
+    const to = q.to ?? Number.POSITIVE_INFINITY;
+    const needle = addressNeedle(q);
+    const metas = this.db
+      .prepare(
+        `SELECT id, tmin, tmax, n FROM profile_blocks WHERE tmax >= ? AND tmin < ?${needle ? ' AND instr(addrs, ?) > 0' : ''} ORDER BY tmin, id`,
+      )
+      .all(
+        ...([clampSql(from), clampSql(to), ...(needle ? [needle] : [])] as (number | string)[]),
+      ) as BlockMeta[];
+    const total = metas.reduce((a, m) => a + m.n, 0);
+    const useAggs = !hasRowConditions(q) && total > EXACT_SUMMARY_ROWS;
+    const bucketMs = q.bucketMs ? Math.floor(q.bucketMs) : 0;
+    const groups = new Map<string, Acc>();
+    const acc = (key: string | number | null, bucket: number | null): Acc => {
+      const k = `${typeof key === 'string' ? 's' : 'n'}${key}\u0000${bucket}`;
+      let a = groups.get(k);
+      if (!a) {
+        a = {
+          key,
+          bucket,
+          profiles: 0,
+          sums: new Float64Array(SUM_COLUMNS.length),
+          flows: new Set(),
+          connectionsBound: 0,
+          rtt: [],
+          tte: [],
+          rttCount: 0,
+          rttSum: 0,
+          tteCount: 0,
+          tteSum: 0,
+          rttHist: null,
+          tteHist: null,
+        };
+        groups.set(k, a);
+      }
+      return a;
+    };
+    for (const m of metas) {
+      const inside = m.tmin >= from && m.tmax < to;
+      const oneBucket = !bucketMs || Math.floor(m.tmin / bucketMs) === Math.floor(m.tmax / bucketMs);
+      if (useAggs && inside && oneBucket) this.mergeAggregates(m, q, bucketMs, acc);
+      else this.scan(m, q, from, to, bucketMs, acc);
+    }
+    const rows = [...groups.values()]
+      .sort(
+        (a, b) => b.profiles - a.profiles || compareKeys(a.key, b.key) || (a.bucket ?? 0) - (b.bucket ?? 0),
+      )
+      .slice(0, q.limit);
+    return rows.map((a) => finish(a));
+  }
+
+  private mergeAggregates(
+    m: BlockMeta,
+    q: SummaryQuery,
+    bucketMs: number,
+    acc: (key: string | number | null, bucket: number | null) => Acc,
+  ): void {
+    const blob = this.aggsOf.get(m.id) as Buffer | undefined;
+    if (!blob) return;
+    const d = readAggregates(blob, q.groupBy);
+    const bucket = bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null;
+    for (let k = 0; k < d.keys.length; k++) {
+      const a = acc(d.keys[k]!, bucket);
+      const o = k * STAT_WIDTH;
+      const s = d.stats;
+      a.profiles += s[o]!;
+      a.connectionsBound += s[o + 1]!;
+      for (let x = 0; x < SUM_COLUMNS.length; x++) a.sums[x]! += s[o + 2 + x]!;
+      a.rttCount += s[o + STAT_RTT]!;
+      a.rttSum += s[o + STAT_RTT + 1]!;
+      a.tteCount += s[o + STAT_RTT + 2]!;
+      a.tteSum += s[o + STAT_RTT + 3]!;
+      a.rttHist ??= new Uint32Array(HIST_BUCKETS);
+      a.tteHist ??= new Uint32Array(HIST_BUCKETS);
+      addEntries(a.rttHist, d.entries, d.rttOffsets[k]!, d.rttOffsets[k + 1]!);
+      addEntries(a.tteHist, d.entries, d.tteOffsets[k]!, d.tteOffsets[k + 1]!);
+    }
+  }
+
+  private scan(
+    m: BlockMeta,
+    q: SummaryQuery,
+    from: number,
+    to: number,
+    bucketMs: number,
+    acc: (key: string | number | null, bucket: number | null) => Acc,
+  ): void {
+    const b = this.block(m.id);
+    if (!b) return;
+    const test = rowFilter(b, q);
+    if (!test) return;
+    const n = b.n;
+    const t = b.t().toFloat64();
+    const col = DIMENSION_COLUMN[q.groupBy];
+    const str = b.str(col);
+    const num = str ? null : b.num(col);
+    const sums = SUM_COLUMNS.map((c) => b.num(c));
+    const rtt = rttColumn(
+      b.num('meanLatencyMicroseconds')?.toFloat64(),
+      b.num('meanLatencyMilliseconds')?.toFloat64(),
+      n,
+    );
+    const tte = b.num('timeToEstablishMilliseconds')?.toFloat64();
+    const flow = b.num('flowId');
+    // Groups of this block by a number: key code (dictionary index, or value) and bucket offset.
+    const local = new Map<number, Acc>();
+    const bucket0 = bucketMs ? Math.floor(m.tmin / bucketMs) : 0;
+    const dict = str ? str.dict() : null;
+    for (let i = 0; i < n; i++) {
+      const ti = t[i]!;
+      if (ti < from || ti >= to || !test(i)) continue;
+      let code: number;
+      if (str) code = str.index[i]!;
+      else if (num?.has(i)) code = num.num(i) + 1;
+      else code = 0;
+      const bk = bucketMs ? Math.floor(ti / bucketMs) : 0;
+      const lk = code + (bk - bucket0) * 2 ** 24;
+      let a = local.get(lk);
+      if (!a) {
+        const key = code === 0 ? null : dict ? dict[code - 1]! : code - 1;
+        a = acc(key, bucketMs ? bk * bucketMs : null);
+        local.set(lk, a);
+      }
+      a.profiles++;
+      for (let x = 0; x < sums.length; x++) {
+        const c = sums[x];
+        if (c?.has(i)) a.sums[x]! += c.num(i);
+      }
+      if (flow?.has(i)) a.flows.add(flow.get(i)!);
+      const r = rtt[i]!;
+      if (!Number.isNaN(r)) {
+        a.rtt.push(r);
+        a.rttCount++;
+        a.rttSum += r;
+      }
+      const e = tte ? tte[i]! : Number.NaN;
+      if (e > 0) {
+        a.tte.push(e);
+        a.tteCount++;
+        a.tteSum += e;
+      }
+    }
+  }
+}
+
+/** The summary row of a group: exact statistics when every row was scanned, else flagged approximate. */
+function finish(a: Acc): SummaryRow {
+  const approximate = a.rttHist !== null;
+  const row: SummaryRow = {
+    key: a.key,
+    bucket: a.bucket,
+    profiles: a.profiles,
+    connections: a.flows.size + a.connectionsBound,
+    transferredOctetTotalCount: a.sums[0]!,
+    receivedOctetTotalCount: a.sums[1]!,
+    retransmittedPacketTotalCount: a.sums[2]!,
+    stallCount: a.sums[3]!,
+    duplicatePacketTotalCount: a.sums[4]!,
+    reorderingPacketCount: a.sums[5]!,
+    rtt: null,
+    timeToEstablish: null,
+  };
+  if (approximate) {
+    for (const v of a.rtt) a.rttHist![histBucket(v)]!++;
+    for (const v of a.tte) a.tteHist![histBucket(v)]!++;
+    const pr = (p: number) => histPercentile(a.rttHist!, a.rttCount, p);
+    const pt = (p: number) => histPercentile(a.tteHist!, a.tteCount, p);
+    if (a.rttCount > 0)
+      row.rtt = { mean: a.rttSum / a.rttCount, p50: pr(50), p90: pr(90), p95: pr(95), p99: pr(99) };
+    if (a.tteCount > 0) row.timeToEstablish = { mean: a.tteSum / a.tteCount, p50: pt(50), p90: pt(90) };
+    row.approximate = true;
+    return row;
+  }
+  if (a.rtt.length) {
+    const r = a.rtt.sort((x, y) => x - y);
+    row.rtt = {
+      mean: mean(r),
+      p50: percentile(r, 50),
+      p90: percentile(r, 90),
+      p95: percentile(r, 95),
+      p99: percentile(r, 99),
+    };
+  }
+  if (a.tte.length) {
+    const t = a.tte.sort((x, y) => x - y);
+    row.timeToEstablish = { mean: mean(t), p50: percentile(t, 50), p90: percentile(t, 90) };
+  }
+  return row;
+}
+
+/** Infinite bounds as SQLite integers. */
+function clampSql(v: number): number {
+  return v === Number.POSITIVE_INFINITY
+    ? Number.MAX_SAFE_INTEGER
+    : v === Number.NEGATIVE_INFINITY
+      ? -Number.MAX_SAFE_INTEGER
+      : v;
+}
