@@ -130,7 +130,7 @@ describe('pcap replay reads every format and link layer it claims, as tshark doe
 
   it('gives events the capture times to the nanosecond (ns pcap, pcapng tsresol 9)', async () => {
     const recs = conversation({ t0: 1_700_000_000 });
-    recs[0]!.t = 1_700_000_000.123456789;
+    recs[0]!.t = 1_700_000_000.123457;
     const bytes = pcapFile(recs, { linkType: LINK.raw, nanos: true });
     // A double cannot hold this time to the nanosecond: set the first record's fields exactly.
     bytes.writeUInt32LE(1_700_000_000, 24);

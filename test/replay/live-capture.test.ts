@@ -75,7 +75,7 @@ else:
 
 function lines(p: ChildProcess): { next(match: RegExp, what: string): Promise<string> } {
   let buf = '';
-  let waiters: (() => void)[] = [];
+  const waiters: (() => void)[] = [];
   const on = (d: Buffer) => {
     buf += d.toString();
     for (const w of waiters.splice(0)) w();
