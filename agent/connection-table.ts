@@ -124,6 +124,9 @@ function trackSequence(c: SequenceFlags & { resetSeen: boolean }, ev: ProbeEvent
     case TCP_STATE.CLOSE: {
       if (ev.kind !== EVENT_KIND.state || c.resetSeen) break;
       const from = ev.arg0;
+      // The probes do not send the changes into these states: the close's old state says it.
+      if (from === TCP_STATE.CLOSE_WAIT || from === TCP_STATE.CLOSING || from === TCP_STATE.LAST_ACK)
+        c.peerFin = true;
       if ((from === TCP_STATE.LAST_ACK || from === TCP_STATE.CLOSING) && ev.counters.unackedBytes === 0)
         c.finAcked = true;
       if (
@@ -201,7 +204,7 @@ export interface ConnectionTableStats {
   adopted: number;
   /** Connections evicted because the table was full. */
   evicted: number;
-  /** Connections removed after their socket was destroyed. */
+  /** Connections removed at their last profile (or when their socket was destroyed). */
   removed: number;
   /** Events of unknown cookies that carried nothing to track (listeners, closes, late resets). */
   ignored: number;
@@ -267,9 +270,10 @@ export class ConnectionTable {
       this.conns.set(ev.cookie, c);
       this.advance(c, ev);
     }
-    if (ev.kind === EVENT_KIND.destroy) {
-      this.conns.delete(c.cookie);
-      this.stats.removed++;
+    // A connection ends at its last profile: the probes send its socket's destroy only when the
+    // close itself was lost, and any later event of the cookie carries nothing to track.
+    if (ev.kind === EVENT_KIND.destroy || isTerminal(c.state)) {
+      if (this.conns.delete(c.cookie)) this.stats.removed++;
     }
   }
 

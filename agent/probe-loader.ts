@@ -39,7 +39,14 @@ export const PROBE_NAMES = {
 } as const;
 
 /** Indexes of kf_stats (enum kf_stat in probes/kpiflow-event.h). */
-export const PROBE_STAT = { lost: 0, events: 1, badChecksumsHost: 2, noStorage: 3 } as const;
+export const PROBE_STAT = {
+  lost: 0,
+  events: 1,
+  badChecksumsHost: 2,
+  noStorage: 3,
+  quietStates: 4,
+  quietDestroys: 5,
+} as const;
 
 /**
  * The KPIs each program provides, so a program this kernel cannot load is reported as the KPIs
@@ -265,6 +272,10 @@ export interface ProbeStats {
   badChecksumsHost: bigint;
   /** Times per-socket storage could not be allocated. */
   noStorage: bigint;
+  /** State changes the probes counted but did not send (the agent needs nothing from them). */
+  quietStates: bigint;
+  /** Socket destructions not sent because the socket's close was already reported. */
+  quietDestroys: bigint;
 }
 
 /** The probes loaded and attached to the running kernel. */
@@ -294,6 +305,8 @@ export class LiveProbes {
       lost: s(PROBE_STAT.lost),
       badChecksumsHost: s(PROBE_STAT.badChecksumsHost),
       noStorage: s(PROBE_STAT.noStorage),
+      quietStates: s(PROBE_STAT.quietStates),
+      quietDestroys: s(PROBE_STAT.quietDestroys),
     };
   }
 

@@ -58,7 +58,9 @@ enum kf_stat {
 	KF_STAT_EVENTS = 1, /* events submitted to the ring buffer */
 	KF_STAT_BAD_CHECKSUMS_HOST = 2, /* tcp_bad_csum anywhere, tied to a socket or not */
 	KF_STAT_NO_STORAGE = 3, /* socket storage could not be allocated */
-	KF_STAT_MAX = 4,
+	KF_STAT_QUIET_STATES = 4, /* state changes not sent: the agent needs nothing from them */
+	KF_STAT_QUIET_DESTROYS = 5, /* destroys not sent: the socket's close was already reported */
+	KF_STAT_MAX = 6,
 };
 
 /* Snapshot of struct tcp_sock (TcpCounters). Kernel u64 byte counters stay u64. */

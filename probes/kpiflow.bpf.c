@@ -39,8 +39,12 @@ struct kf_btf_anchor {
 };
 const struct kf_btf_anchor kf_btf_anchor = {};
 
-/* The callbacks kpiflow needs on each socket: never RTT_CB or other per-packet ones. */
-#define KF_CB_FLAGS (BPF_SOCK_OPS_RTO_CB_FLAG | BPF_SOCK_OPS_STATE_CB_FLAG)
+/*
+ * The callbacks kpiflow needs on each socket: never RTT_CB or other per-packet ones. STATE_CB
+ * only in the fallback mode: with the tracepoint each state change would run sockops for nothing.
+ */
+#define KF_CB_FLAGS \
+	(BPF_SOCK_OPS_RTO_CB_FLAG | (kf_state_via_sockops ? BPF_SOCK_OPS_STATE_CB_FLAG : 0))
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -60,7 +64,9 @@ struct kf_sk_state {
 	/* The ports: the kernel zeroes them when the socket closes, before its last events. */
 	__u16 sport;
 	__u16 dport;
-	__u32 _pad;
+	/* The close (a state change to CLOSE) reached the ring: its destroy has nothing to add. */
+	__u8 close_sent;
+	__u8 _pad[3];
 };
 
 struct {
@@ -258,6 +264,44 @@ static __always_inline struct kf_sk_state *kf_state_of(struct sock *sk)
 	return st;
 }
 
+/*
+ * True for the state changes the agent uses (agent/fsm.ts, agent/connection-table.ts): the close
+ * (CLOSE, TIME_WAIT) and FIN_WAIT2 (our FIN acked; bytes_received there tells whether the peer's
+ * FIN is counted at the close). The others say nothing the agent cannot read from these, from
+ * the sockops events (connect, established) or from any later event's tcp_state: SYN_SENT and
+ * SYN_RECV precede the connect and established events, ESTABLISHED is reported by sockops, and
+ * FIN_WAIT1, CLOSE_WAIT, LAST_ACK and CLOSING come back as the close's old state. They are only
+ * counted: at thousands of connections a second they were half of the ring's load.
+ */
+static __always_inline bool kf_state_wanted(int newstate)
+{
+	if (newstate == TCP_CLOSE || newstate == TCP_TIME_WAIT || newstate == TCP_FIN_WAIT2)
+		return true;
+	kf_stat_add(KF_STAT_QUIET_STATES, 1);
+	return false;
+}
+
+/* Emits one state change; a close that reached the ring is remembered (see kf_destroy). */
+static __always_inline void kf_emit_state(const struct sock *sk, __u64 cookie, int oldstate,
+					  int newstate, struct kf_sk_state *st)
+{
+	struct kf_event *e;
+
+	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
+	if (!e) {
+		kf_stat_add(KF_STAT_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	kf_fill(e, sk, cookie, KF_EV_STATE, oldstate, newstate, st);
+	/* The tracepoint runs before the store: report the state being entered. */
+	e->tcp_state = newstate;
+	bpf_ringbuf_submit(e, 0);
+	kf_stat_add(KF_STAT_EVENTS, 1);
+	if (st && newstate == TCP_CLOSE)
+		st->close_sent = 1;
+}
+
 /* Emits from a tracing program, where the socket is a BTF pointer. */
 static __always_inline void kf_emit_traced(struct sock *sk, __u8 kind, __u32 arg0, __u32 arg1)
 {
@@ -365,10 +409,9 @@ int kf_sockops(struct bpf_sock_ops *skops)
 			skops->packets_out, st);
 		return 1;
 	case BPF_SOCK_OPS_STATE_CB:
-		if (!kf_state_via_sockops)
+		if (!kf_state_via_sockops || !kf_state_wanted(skops->args[1]))
 			return 1;
-		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_STATE, skops->args[0],
-			skops->args[1], st);
+		kf_emit_state(sk, bpf_get_socket_cookie(skops), skops->args[0], skops->args[1], st);
 		return 1;
 	default:
 		return 1;
@@ -381,8 +424,6 @@ int kf_sockops(struct bpf_sock_ops *skops)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(kf_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct kf_event *e;
-
 	if (kf_state_via_sockops)
 		return 0;
 	if (BPF_CORE_READ_BITFIELD_PROBED(sk, sk_protocol) != IPPROTO_TCP)
@@ -390,19 +431,9 @@ int BPF_PROG(kf_state, struct sock *sk, int oldstate, int newstate)
 	/* Listeners are not connections. */
 	if (oldstate == TCP_LISTEN || newstate == TCP_LISTEN)
 		return 0;
-	if (!kf_netns_ok(sk))
+	if (!kf_netns_ok(sk) || !kf_state_wanted(newstate))
 		return 0;
-	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
-	if (!e) {
-		kf_stat_add(KF_STAT_LOST, 1);
-		return 0;
-	}
-	__builtin_memset(e, 0, sizeof(*e));
-	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_STATE, oldstate, newstate, kf_state_of(sk));
-	/* The tracepoint runs before the store: report the state being entered. */
-	e->tcp_state = newstate;
-	bpf_ringbuf_submit(e, 0);
-	kf_stat_add(KF_STAT_EVENTS, 1);
+	kf_emit_state(sk, bpf_get_socket_cookie(sk), oldstate, newstate, kf_state_of(sk));
 	return 0;
 }
 
@@ -515,6 +546,11 @@ int BPF_PROG(kf_destroy, struct sock *sk)
 	st = bpf_sk_storage_get(&kf_sk, sk, 0, 0);
 	if (!st)
 		return 0;
+	/* The agent ended the connection at its close already; only a lost close needs this. */
+	if (st->close_sent) {
+		kf_stat_add(KF_STAT_QUIET_DESTROYS, 1);
+		return 0;
+	}
 	kf_emit(sk, bpf_get_socket_cookie(sk), KF_EV_DESTROY, 0, 0, st);
 	return 0;
 }

@@ -240,7 +240,8 @@ describe('Agent', () => {
       assert.equal(m.get('kpiflow_agent_events_total', { kind: 'state' }), 2);
       assert.equal(m.get('kpiflow_agent_events_total', { kind: 'resetReceived' }), 1);
       assert.equal(m.get('kpiflow_agent_lost_events_total'), 3);
-      assert.equal(m.get('kpiflow_agent_connections'), 2);
+      // a ended BROKEN and is no longer tracked; b (DESYNC) still is.
+      assert.equal(m.get('kpiflow_agent_connections'), 1);
       assert.equal(m.get('kpiflow_agent_profiles_total', { end_state: 'ESTABLISHED' }), 1);
       assert.equal(m.get('kpiflow_agent_profiles_total', { end_state: 'BROKEN' }), 1);
       assert.equal(m.get('kpiflow_agent_profiles_total', { end_state: 'DESYNC' }), 1);
