@@ -484,8 +484,16 @@ function wsmall(b: Uint8Array, o: number, v: unknown, max: number, what: string)
 }
 
 function wtext(kind: 'ip4' | 'ip6' | 'mac', b: Uint8Array, o: number, v: unknown, what: string): void {
+  const len = kind === 'ip4' ? 4 : kind === 'ip6' ? 16 : 6;
   if (v === undefined || v === null) {
-    b.fill(0, o, o + (kind === 'ip4' ? 4 : kind === 'ip6' ? 16 : 6));
+    b.fill(0, o, o + len);
+    return;
+  }
+  // Bytes as they go on the wire: an exporter that holds addresses as bytes skips text parsing,
+  // which dominated the agent's encoding.
+  if (v instanceof Uint8Array) {
+    if (v.length !== len) throw new IpfixError('IPFIX_ERR_VALUE', `${what}: ${len} address bytes wanted`);
+    b.set(v, o);
     return;
   }
   if (typeof v !== 'string') throw new IpfixError('IPFIX_ERR_VALUE', `${what}: address text wanted`);

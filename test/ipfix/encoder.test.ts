@@ -128,6 +128,30 @@ describe('IpfixEncoder', () => {
     assert.equal(msgs[0]!.readUInt32BE(8), 0);
   });
 
+  it('takes addresses as wire bytes as well as text, and refuses bytes of the wrong length', () => {
+    const enc = new IpfixEncoder({ typeRecords: false });
+    enc.defineTemplate(301, ['sourceIPv6Address', 'destinationIPv6Address', 'sourceIPv4Address']);
+    const mapped = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 0, 2, 1]);
+    enc.add(301, {
+      sourceIPv6Address: mapped,
+      destinationIPv6Address: '2001:db8::2',
+      sourceIPv4Address: new Uint8Array([198, 51, 100, 7]),
+    });
+    assert.throws(
+      () => enc.add(301, { sourceIPv6Address: new Uint8Array(4) }),
+      (e: unknown) => e instanceof IpfixError && e.code === 'IPFIX_ERR_VALUE',
+    );
+    const res = new IpfixDecoder().decode('b', enc.flush()[0]!, 'udp');
+    assert.deepEqual(res.errors, []);
+    assert.deepEqual(res.dataSets[0]!.records, [
+      {
+        sourceIPv6Address: '::ffff:192.0.2.1',
+        destinationIPv6Address: '2001:db8::2',
+        sourceIPv4Address: '198.51.100.7',
+      },
+    ]);
+  });
+
   it('refuses unknown element names, bad lengths, reserved ids and oversized records with clear errors', () => {
     const enc = new IpfixEncoder({ maxMessageSize: 128 });
     const code = (f: () => unknown) => {
