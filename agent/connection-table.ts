@@ -168,6 +168,8 @@ export interface Connection extends SequenceFlags {
   resetSeen: boolean;
   /** Picked up already open (by a snapshot or another event), not from its first SYN. */
   readonly adopted: boolean;
+  /** Wire bytes of the addresses, made by the profile builder at the first profile (null before). */
+  wire: { local: Uint8Array; remote: Uint8Array } | null;
 }
 
 /** A closed profile window: what the builder turns into one profile record. */
@@ -428,7 +430,12 @@ export class ConnectionTable {
       mdevSumUs: 0,
       sawFin: isFinState(ev.tcpState),
       adopted,
-      ...flags,
+      wire: null,
+      active: flags.active,
+      finAcked: flags.finAcked,
+      peerFin: flags.peerFin,
+      finWait2Received: flags.finWait2Received,
+      resetSeen: flags.resetSeen,
     };
     this.conns.set(ev.cookie, c);
     if (adopted) this.stats.adopted++;
@@ -443,6 +450,7 @@ export class ConnectionTable {
     c.remoteAddress = ev.remoteAddress;
     c.localPort = ev.localPort;
     c.remotePort = ev.remotePort;
+    c.wire = null;
   }
 
   private evictOldest(): void {

@@ -92,6 +92,7 @@ export {
   spoolLine,
 } from './profile-queue.js';
 export {
+  addressBytes,
   availableKpis,
   type KpiField,
   MPTCP_META_KPI_FIELDS,

@@ -123,8 +123,20 @@ function u64(v: DataView, at: number): number {
   return v.getUint32(at + 4, true) * 4294967296 + v.getUint32(at, true);
 }
 
+// A direct-mapped cache of IPv4 texts: a host's events repeat a few addresses, and one shared
+// string costs less than a fresh concatenation per event (garbage at 100,000 events a second).
+const IP4_SLOTS = 1024;
+const ip4Keys = new Float64Array(IP4_SLOTS).fill(-1);
+const ip4Texts = new Array<string>(IP4_SLOTS).fill('');
+
 function ipv4(v: DataView, at: number): string {
-  return `${v.getUint8(at)}.${v.getUint8(at + 1)}.${v.getUint8(at + 2)}.${v.getUint8(at + 3)}`;
+  const k = v.getUint32(at, false);
+  const slot = (k ^ (k >>> 10) ^ (k >>> 20)) & (IP4_SLOTS - 1);
+  if (ip4Keys[slot] === k) return ip4Texts[slot]!;
+  const text = `${k >>> 24}.${(k >>> 16) & 0xff}.${(k >>> 8) & 0xff}.${k & 0xff}`;
+  ip4Keys[slot] = k;
+  ip4Texts[slot] = text;
+  return text;
 }
 
 /** RFC 5952 text: the longest run of two or more zero groups becomes "::", hex in lower case. */

@@ -52,11 +52,17 @@ interface Segment {
   records: number;
 }
 
-// bigints (flowId past 2^53, 64-bit counters) survive JSON as "123n".
+// bigints (flowId past 2^53, 64-bit counters) survive JSON as "123n"; address bytes (the
+// builder's) as {"hex": "..."}.
 const BIGINT_TEXT = /^\d+n$/;
-const replacer = (_k: string, v: unknown) => (typeof v === 'bigint' ? `${v}n` : v);
-const reviver = (_k: string, v: unknown) =>
-  typeof v === 'string' && BIGINT_TEXT.test(v) ? BigInt(v.slice(0, -1)) : v;
+const replacer = (_k: string, v: unknown) =>
+  typeof v === 'bigint' ? `${v}n` : v instanceof Uint8Array ? { hex: Buffer.from(v).toString('hex') } : v;
+const reviver = (_k: string, v: unknown) => {
+  if (typeof v === 'string' && BIGINT_TEXT.test(v)) return BigInt(v.slice(0, -1));
+  if (typeof v === 'object' && v !== null && typeof (v as { hex?: unknown }).hex === 'string')
+    return new Uint8Array(Buffer.from((v as { hex: string }).hex, 'hex'));
+  return v;
+};
 
 /** Serialises one profile as a spool line. */
 export function spoolLine(p: Profile): string {

@@ -146,3 +146,31 @@ export function profileTemplates(
 export function mappedAddress(address: string, ipVersion: 4 | 6): string {
   return ipVersion === 4 ? `::ffff:${address}` : address;
 }
+
+/**
+ * The 16 wire bytes of an address (IPv4 as v4-mapped IPv6): what the encoder writes, computed
+ * once per connection so that no profile goes through address text. Text that is not an address
+ * gives all zeros (the unspecified address), as the probes report a socket with none.
+ */
+export function addressBytes(address: string, ipVersion: 4 | 6): Uint8Array {
+  const b = new Uint8Array(16);
+  if (ipVersion === 4) {
+    b[10] = 0xff;
+    b[11] = 0xff;
+    const parts = address.split('.');
+    if (parts.length !== 4) return new Uint8Array(16);
+    for (let i = 0; i < 4; i++) b[12 + i] = Number(parts[i]) & 0xff;
+    return b;
+  }
+  const [head = '', tail] = address.split('::');
+  const groups = (t: string) => (t === '' ? [] : t.split(':').map((g) => Number.parseInt(g, 16) & 0xffff));
+  const h = groups(head);
+  const t = tail === undefined ? [] : groups(tail);
+  if (h.length + t.length > 8 || h.some(Number.isNaN) || t.some(Number.isNaN)) return new Uint8Array(16);
+  const all = [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+  for (let i = 0; i < 8; i++) {
+    b[2 * i] = all[i]! >> 8;
+    b[2 * i + 1] = all[i]! & 0xff;
+  }
+  return b;
+}

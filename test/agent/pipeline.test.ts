@@ -9,12 +9,15 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
+  addressBytes,
   ConnectionTable,
   type ProbeEvent,
   type Profile,
   ProfileBuilder,
   type ProfileWindow,
+  parseSpoolLine,
   STATE,
+  spoolLine,
   TCP_STATE,
   type TcpCounters,
   tcpProfileFields,
@@ -106,6 +109,9 @@ function checkConnection(profiles: Profile[], sock: SyntheticSocket, firstStartN
   for (const [field, total] of TOTALS) assert.equal(sum(profiles, field), total(sock), `${field} adds up`);
 }
 
+/** The wire bytes of a v4-mapped IPv6 address. */
+const v4mapped = (...v4: number[]) => Uint8Array.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...v4]);
+
 describe('profiles of one connection', () => {
   it('handshake with two SYN timeouts: time to establish, SYN retransmissions as stalls', () => {
     const h = harness();
@@ -125,8 +131,9 @@ describe('profiles of one connection', () => {
     assert.equal(r['flowEndMilliseconds'], wall(t0) + 3025);
     assert.equal(r['meanLatencyMicroseconds'], 25_000);
     assert.equal(r['meanLatencyMilliseconds'], 25);
-    assert.equal(r['sourceIPv6Address'], '::ffff:192.0.2.1');
-    assert.equal(r['destinationIPv6Address'], '::ffff:198.51.100.2');
+    // Addresses go to the encoder as wire bytes: IPv4 v4-mapped.
+    assert.deepEqual(r['sourceIPv6Address'], v4mapped(192, 0, 2, 1));
+    assert.deepEqual(r['destinationIPv6Address'], v4mapped(198, 51, 100, 2));
     assert.equal(r['ipVersion'], 4);
     assert.equal(r['destinationTransportPort'], 443);
     assert.equal(r['flowId'], 1_000_007n);
@@ -139,7 +146,10 @@ describe('profiles of one connection', () => {
     const r = h.profiles[0]!.record;
     assert.equal(r['timeToEstablishMilliseconds'], 40);
     assert.equal(r['flowEndMilliseconds'] as number, (r['flowStartMilliseconds'] as number) + 40);
-    assert.equal(r['sourceIPv6Address'], '2001:db8::1');
+    assert.deepEqual(
+      r['sourceIPv6Address'],
+      Uint8Array.from([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]),
+    );
     assert.equal(r['ipVersion'], 6);
     assert.equal(r['sourceTransportPort'], 443);
   });
@@ -543,5 +553,22 @@ describe('random life-cycles (fast-check)', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('address bytes', () => {
+  it('are the wire form of the text, made once per connection, and survive the spool', () => {
+    assert.deepEqual(addressBytes('198.51.100.2', 4), v4mapped(198, 51, 100, 2));
+    const v6 = addressBytes('2001:db8:1::2', 6);
+    assert.equal(Buffer.from(v6).toString('hex'), '20010db8000100000000000000000002');
+    assert.equal(Buffer.from(addressBytes('::', 6)).toString('hex'), '0'.repeat(32));
+    assert.equal(Buffer.from(addressBytes('not an address', 4)).toString('hex'), '0'.repeat(32));
+    const h = harness();
+    const s = new SyntheticSocket({ cookie: 9n });
+    h.feed(s.connect(), s.establish(5), s.closeActive());
+    const [a, b] = h.profiles;
+    assert.equal(a!.record['sourceIPv6Address'], b!.record['sourceIPv6Address'], 'the same bytes');
+    const back = parseSpoolLine(spoolLine(b!));
+    assert.deepEqual(back, b);
   });
 });
