@@ -7,6 +7,8 @@ export const AGT_ERRORS = {
   AGT_ERR_CONFIG_FILE: 'configuration file unreadable',
   AGT_ERR_NOT_IMPLEMENTED: 'not implemented yet',
   AGT_ERR_SOURCE_UNAVAILABLE: 'event source unavailable',
+  AGT_ERR_PRIVILEGES: 'live probes need more privileges',
+  AGT_ERR_KERNEL_TOO_OLD: 'kernel too old',
   AGT_ERR_SOURCE: 'event source failed',
   AGT_ERR_EXPORT: 'export transport failure',
   AGT_ERR_TLS: 'TLS setup failed',

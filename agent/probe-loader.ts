@@ -20,7 +20,7 @@ import {
   readProbeSpec,
   type Subscription,
 } from '../native/index.js';
-import { AgentError } from './errors.js';
+import { AgentError, type AgentErrorCode } from './errors.js';
 import type { ProbeEvent, TcpCounters } from './probe-event.js';
 import { decodeProbeEvents, PROBE_COUNTERS, PROBE_EVENT_SIZE } from './probe-event-decoder.js';
 
@@ -71,28 +71,58 @@ export interface UnavailableKpi {
   reason: string;
 }
 
-/** Why the live source could not start (AGT_ERR_SOURCE_UNAVAILABLE carries one). */
+/** Which step of starting the live source failed. */
 export type ProbeFailure = 'privileges' | 'not-built' | 'kernel' | 'cgroup' | 'load' | 'attach';
 
 const REPLAY_HINT =
   'or replay recorded events with --source events:FILE, or a capture with --source pcap:FILE';
 
-/** AGT_ERR_SOURCE_UNAVAILABLE with the reason the live probes could not start. */
+/** The catalogue code of each failed step: privileges and the kernel have codes of their own. */
+const FAILURE_CODE: Record<ProbeFailure, AgentErrorCode> = {
+  privileges: 'AGT_ERR_PRIVILEGES',
+  kernel: 'AGT_ERR_KERNEL_TOO_OLD',
+  'not-built': 'AGT_ERR_SOURCE_UNAVAILABLE',
+  cgroup: 'AGT_ERR_SOURCE_UNAVAILABLE',
+  load: 'AGT_ERR_SOURCE_UNAVAILABLE',
+  attach: 'AGT_ERR_SOURCE_UNAVAILABLE',
+};
+
+/**
+ * The live probes could not start. `code` says why to callers (AGT_ERR_PRIVILEGES,
+ * AGT_ERR_KERNEL_TOO_OLD, else AGT_ERR_SOURCE_UNAVAILABLE); `step` says where, for logs.
+ */
 export class ProbeSourceError extends AgentError {
   /** Which step failed. */
-  readonly reason: ProbeFailure;
-  /** Capabilities the process lacks (reason 'privileges'). */
+  readonly step: ProbeFailure;
+  /** Capabilities the process lacks (AGT_ERR_PRIVILEGES). */
   readonly missingCapabilities: readonly string[];
 
   constructor(
-    reason: ProbeFailure,
+    step: ProbeFailure,
     detail: string,
     options: { cause?: unknown; missingCapabilities?: string[] } = {},
   ) {
-    super('AGT_ERR_SOURCE_UNAVAILABLE', detail, options.cause === undefined ? {} : { cause: options.cause });
-    this.reason = reason;
+    super(FAILURE_CODE[step], detail, options.cause === undefined ? {} : { cause: options.cause });
+    this.step = step;
     this.missingCapabilities = options.missingCapabilities ?? [];
   }
+}
+
+/** The one sentence of AGT_ERR_PRIVILEGES for a process that lacks `caps`. */
+export function privilegesMessage(caps: readonly string[]): string {
+  return `live probes need CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN and this process lacks ${caps.join(', ')}: run as root or grant them, or use --source events:FILE (recorded events) or --source pcap:FILE (a capture), which need none`;
+}
+
+/**
+ * What the live probes cannot do without, and the kernel that brought it: checked in the
+ * kernel's BTF before loading, so an old kernel gets AGT_ERR_KERNEL_TOO_OLD naming the feature
+ * rather than a verifier log.
+ */
+export function kernelTooOld(kernel: Pick<Btf, 'struct'>): string | null {
+  if (kernel.struct('bpf_ringbuf') === null) return 'the BPF ring buffer (Linux 5.8+)';
+  if (kernel.struct('bpf_local_storage') === null)
+    return 'socket-local storage for tracing programs (Linux 5.11+)';
+  return null;
 }
 
 const CAPS = { CAP_NET_ADMIN: 12, CAP_SYS_ADMIN: 21, CAP_PERFMON: 38, CAP_BPF: 39 } as const;
@@ -391,18 +421,15 @@ export class LiveProbes {
 }
 
 /**
- * Loads and attaches the probes. Throws ProbeSourceError (AGT_ERR_SOURCE_UNAVAILABLE) with one
- * clear sentence: missing capability, probes not built, no cgroup v2, load or attach failure.
+ * Loads and attaches the probes. Throws ProbeSourceError with one clear sentence:
+ * AGT_ERR_PRIVILEGES (missing capability), AGT_ERR_KERNEL_TOO_OLD (a feature the probes need),
+ * AGT_ERR_SOURCE_UNAVAILABLE (probes not built, no cgroup v2, load or attach failure).
  */
 export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
   if (!options.skipPrivilegeCheck) {
     const caps = missingCapabilities();
     if (caps.length > 0) {
-      throw new ProbeSourceError(
-        'privileges',
-        `live probes need CAP_BPF, CAP_PERFMON and CAP_NET_ADMIN; this process lacks ${caps.join(', ')}: run as root or grant them, ${REPLAY_HINT}`,
-        { missingCapabilities: caps },
-      );
+      throw new ProbeSourceError('privileges', privilegesMessage(caps), { missingCapabilities: caps });
     }
     ensureKernelFilesystems();
   }
@@ -416,10 +443,13 @@ export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
     if (!existsSync('/sys/kernel/btf/vmlinux')) {
       throw new ProbeSourceError(
         'kernel',
-        `kernel too old: the probes need BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF, Linux 5.5+), ${REPLAY_HINT}`,
+        `the probes need the kernel's BTF (/sys/kernel/btf/vmlinux: CONFIG_DEBUG_INFO_BTF, Linux 5.5+), ${REPLAY_HINT}`,
       );
     }
     kernel = new Btf(readFileSync('/sys/kernel/btf/vmlinux'));
+    // Only the running kernel's BTF has every kernel type (tests hand in the object's own).
+    const lacking = kernelTooOld(kernel);
+    if (lacking) throw new ProbeSourceError('kernel', `the probes need ${lacking}, ${REPLAY_HINT}`);
   }
   const support = kernelSupport(spec, kernel);
   const cgroupPath = options.cgroupPath ?? findCgroup2Mount();
@@ -457,8 +487,8 @@ export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
   } catch (err) {
     const e = err as NativeError;
     const where = e.failedProgram ? ` (program ${e.failedProgram})` : '';
-    const reason: ProbeFailure = e.code === 'NAT_ERR_BINDING' ? 'not-built' : 'load';
-    throw new ProbeSourceError(reason, `${e.message}${where}, ${REPLAY_HINT}`, { cause: err });
+    const step: ProbeFailure = e.code === 'NAT_ERR_BINDING' ? 'not-built' : 'load';
+    throw new ProbeSourceError(step, `${e.message}${where}, ${REPLAY_HINT}`, { cause: err });
   }
   const links: Link[] = [];
   try {

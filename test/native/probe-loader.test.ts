@@ -13,8 +13,10 @@ import { encodeProbeEvent, PROBE_EVENT_SIZE } from '../../agent/probe-event-deco
 import {
   findCgroup2Mount,
   kernelSupport,
+  kernelTooOld,
   missingCapabilities,
   ProbeSourceError,
+  privilegesMessage,
   startLiveProbes,
 } from '../../agent/probe-loader.js';
 import {
@@ -285,7 +287,7 @@ describe('loader over a fake binding', () => {
       (err: unknown) => {
         assert.ok(err instanceof ProbeSourceError);
         assert.equal(err.code, 'AGT_ERR_SOURCE_UNAVAILABLE');
-        assert.equal(err.reason, 'load');
+        assert.equal(err.step, 'load');
         assert.match(err.message, /kf_state/);
         assert.match(err.message, /--source events:FILE/);
         assert.deepEqual((err.cause as NativeError).verifierLog, ['0: (b7) r0 = 0', 'R1 !read_ok']);
@@ -296,6 +298,29 @@ describe('loader over a fake binding', () => {
 });
 
 describe('agent start-up decisions', () => {
+  it('has codes of their own for missing privileges and a kernel too old, naming what is missing', () => {
+    const p = new ProbeSourceError('privileges', privilegesMessage(['CAP_BPF', 'CAP_NET_ADMIN']));
+    assert.equal(p.code, 'AGT_ERR_PRIVILEGES');
+    assert.match(p.message, /lacks CAP_BPF, CAP_NET_ADMIN/);
+    assert.match(p.message, /--source events:FILE/);
+    assert.match(p.message, /--source pcap:FILE/);
+    const structs = new Set(['bpf_ringbuf', 'bpf_local_storage']);
+    const btf = (without: string) => ({
+      struct: (n: string) => (n === without || !structs.has(n) ? null : 1),
+    });
+    assert.equal(kernelTooOld(btf('none')), null);
+    assert.match(kernelTooOld(btf('bpf_ringbuf'))!, /ring buffer \(Linux 5\.8\+\)/);
+    assert.match(kernelTooOld(btf('bpf_local_storage'))!, /Linux 5\.11\+/);
+    assert.equal(new ProbeSourceError('kernel', 'x').code, 'AGT_ERR_KERNEL_TOO_OLD');
+    assert.equal(new ProbeSourceError('attach', 'x').code, 'AGT_ERR_SOURCE_UNAVAILABLE');
+    if (existsSync('/sys/kernel/btf/vmlinux'))
+      assert.equal(
+        kernelTooOld(new Btf(readFileSync('/sys/kernel/btf/vmlinux'))),
+        null,
+        'this kernel has both',
+      );
+  });
+
   it('names the missing capabilities from CapEff', () => {
     assert.deepEqual(missingCapabilities('CapEff:\t000001ffffffffff\n'), []);
     assert.deepEqual(missingCapabilities('CapEff:\t0000000000000000\n'), [
