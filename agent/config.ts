@@ -20,6 +20,8 @@ export interface AgentConfig {
   maxConnections: number;
   /** Size of the probes' ring buffer, bytes (a power of two); null: the loader's default, 4 MiB. */
   ringBytes: number | null;
+  /** Attach the per-packet program too: the out-of-order distance is measured (costs per packet). */
+  perPacket: boolean;
   /** Prometheus /metrics listener, or null. */
   metrics: { host: string; port: number } | null;
   /** On-disk spool for profiles the collector cannot take yet; null keeps memory only. */
@@ -45,6 +47,7 @@ export const AGENT_DEFAULTS: AgentConfig = {
   activeTimeoutMs: 60_000,
   maxConnections: 100_000,
   ringBytes: null,
+  perPacket: false,
   metrics: null,
   spoolDir: null,
   spoolMaxBytes: 64 * 1024 * 1024,
@@ -90,6 +93,9 @@ export const AGENT_USAGE = `usage: kpiflow agent [options]
   --max-connections N       connections tracked at once (default 100000)
   --ring-size SIZE          probes' ring buffer, a power of two from 64K, e.g. 64M (default 4M);
                             a busy host needs more before events are lost (DESYNC)
+  --per-packet              also run a probe on every received segment, so profiles carry the
+                            out-of-order distance (meanReorderingDistance, varReorderingDistance);
+                            off by default: it costs CPU per packet
   --metrics H:P|off         serve Prometheus /metrics (default off)
   --spool-dir DIR           keep profiles on disk while the collector is down (default: memory only)
   --spool-max SIZE          largest spool, e.g. 64M (default 64M); the oldest profiles go first
@@ -169,7 +175,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
     throw new AgentError('AGT_ERR_CONFIG_FILE', `${path}: expected a JSON object`);
-  const known = new Set<string>(Object.values(FLAGS));
+  const known = new Set<string>([...Object.values(FLAGS), 'perPacket']);
   for (const k of Object.keys(obj))
     if (!known.has(k))
       throw new AgentError(
@@ -181,7 +187,10 @@ function readConfigFile(path: string): Record<string, unknown> {
 
 /** Builds the configuration from the arguments after `agent`. Throws AgentError (exit 2). */
 export function parseAgentArgs(argv: string[]): AgentConfig {
-  const options: Record<string, { type: 'string' }> = { config: { type: 'string' } };
+  const options: Record<string, { type: 'string' | 'boolean' }> = {
+    config: { type: 'string' },
+    'per-packet': { type: 'boolean' },
+  };
   for (const f of Object.keys(FLAGS)) options[f] = { type: 'string' };
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -191,6 +200,9 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   }
   const flags = parsed.values as Record<string, unknown>;
   const file = typeof flags['config'] === 'string' ? readConfigFile(flags['config']) : {};
+  // A switch: on the command line it takes no value, in the file it is true or false.
+  if (file['perPacket'] !== undefined && typeof file['perPacket'] !== 'boolean')
+    throw bad(`${flags['config']}: perPacket`, 'expected true or false');
   const merged: Record<string, unknown> = { ...file };
   const where: Record<string, string> = {};
   for (const k of Object.keys(file)) where[k] = `${flags['config']}: ${k}`;
@@ -221,6 +233,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       throw bad(name('ringSize'), `${n} bytes is not a power of two from 64K to 1G`);
     c.ringBytes = n;
   }
+  c.perPacket = flags['per-packet'] === true || file['perPacket'] === true;
   if (has('metrics')) c.metrics = parseHostPort(name('metrics'), merged['metrics']);
   if (has('spoolDir'))
     c.spoolDir = merged['spoolDir'] === 'off' ? null : str(name('spoolDir'), merged['spoolDir']);

@@ -45,7 +45,10 @@ export async function runAgent(argv: string[]): Promise<number> {
   try {
     source = await openLiveSource({
       log,
-      loaderOptions: config.ringBytes === null ? {} : { ringBytes: config.ringBytes },
+      loaderOptions: {
+        ...(config.ringBytes === null ? {} : { ringBytes: config.ringBytes }),
+        perPacket: config.perPacket,
+      },
     });
   } catch (err) {
     return fail(err);

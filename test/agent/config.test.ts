@@ -51,6 +51,9 @@ describe('agent options', () => {
     assert.equal(both.spoolMaxBytes, 8 * 1024 * 1024);
     assert.equal(both.ringBytes, null, 'the loader’s default ring');
     assert.equal(parseAgentArgs(['--ring-size', '64M']).ringBytes, 64 << 20);
+    assert.equal(both.perPacket, false, 'the per-packet probe is opt-in');
+    assert.equal(parseAgentArgs(['--per-packet']).perPacket, true);
+    assert.throws(() => parseAgentArgs(['--per-packet=yes']), { code: 'AGT_ERR_CONFIG' });
   });
 
   it('every bad value is refused with a message naming the option where it came from', () => {
