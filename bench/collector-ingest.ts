@@ -3,9 +3,10 @@
  * stream over UDP on loopback to `kpiflow collect` (SQLite) and to nfdump's nfcapd, at
  * increasing rates. For each rate: records sent, records each receiver stored, lost records from
  * sequence numbers, and the kernel's drop count for each socket (/proc/net/udp). Reports the
- * highest rate each stored with zero loss.
+ * highest rate each stored with zero loss. With several SQLite layouts (docs/storage.md), each
+ * rate runs once per layout, one after the other, so the layouts are compared in the same run.
  *
- *   node dist/bench/collector-ingest.js [--rates 50000,100000,...] [--seconds 10]
+ *   node dist/bench/collector-ingest.js [--rates 50000,100000,...] [--seconds 10] [--layouts rows,blocks]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -21,7 +22,13 @@ const { values } = parseArgs({
     rates: { type: 'string', default: '50000,100000,150000,200000,250000,300000' },
     // Long enough that the 32 MiB socket buffers (about 2 s of records) cannot hide a deficit.
     seconds: { type: 'string', default: '10' },
+    layouts: { type: 'string', default: 'rows,blocks' },
   },
+});
+type Layout = 'rows' | 'blocks';
+const LAYOUTS = values.layouts.split(',').map((l) => {
+  if (l !== 'rows' && l !== 'blocks') throw new Error(`--layouts: ${l} is not rows or blocks`);
+  return l as Layout;
 });
 const RATES = values.rates.split(',').map(Number);
 const SECONDS = Number(values.seconds);
@@ -49,6 +56,7 @@ function socketDrops(port: number): number {
 }
 
 interface StepResult {
+  layout: Layout;
   rate: number;
   achieved: number;
   sent: number;
@@ -56,7 +64,7 @@ interface StepResult {
   nfcapd: { stored: number; seqFailures: number; drops: number };
 }
 
-async function step(rate: number): Promise<StepResult> {
+async function step(rate: number, layout: Layout): Promise<StepResult> {
   const dir = mkdtempSync(join(tmpdir(), 'kpiflow-ingest-bench-'));
   const [cport, nport, hport] = [await freePort(), await freePort(), await freePort()];
   const collector = spawn(
@@ -75,6 +83,8 @@ async function step(rate: number): Promise<StepResult> {
       join(dir, 'k.db'),
       '--log-level',
       'warn',
+      '--sqlite-layout',
+      layout,
     ],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
@@ -133,7 +143,15 @@ async function step(rate: number): Promise<StepResult> {
       new Promise((r) => nfcapd.once('exit', r)),
     ]);
     const db = new Database(join(dir, 'k.db'), { readonly: true });
-    const stored = (db.prepare('SELECT count(*) AS n FROM profiles').get() as { n: number }).n;
+    const stored = (
+      db
+        .prepare(
+          layout === 'blocks'
+            ? 'SELECT total(n) AS n FROM profile_blocks'
+            : 'SELECT count(*) AS n FROM profiles',
+        )
+        .get() as { n: number }
+    ).n;
     const lost = (db.prepare('SELECT TOTAL(lostRecords) AS n FROM exporters').get() as { n: number }).n;
     db.close();
     const files = readdirSync(nfdir).filter((f) => f.startsWith('nfcapd.'));
@@ -145,6 +163,7 @@ async function step(rate: number): Promise<StepResult> {
       seqFailures += Number(/^Sequence failures:\s+(\d+)/m.exec(info)?.[1] ?? 0);
     }
     return {
+      layout,
       rate,
       achieved: gen.achievedRecordsPerSecond,
       sent: gen.sentProfiles,
@@ -175,6 +194,7 @@ async function main(): Promise<void> {
       `socket buffers ${BUFFER >> 20} MiB${rmemNote}; loss = sent - stored (the profiles each receiver kept)\n\n`,
   );
   const head = [
+    'layout',
     'target rec/s',
     'sent rec/s',
     'sent',
@@ -187,26 +207,30 @@ async function main(): Promise<void> {
   ];
   process.stdout.write(`${head.map((h) => h.padStart(14)).join('')}\n`);
   const results: StepResult[] = [];
-  for (const rate of RATES) {
-    const r = await step(rate);
-    results.push(r);
-    const row = [
-      r.rate,
-      r.achieved,
-      r.sent,
-      r.collector.stored,
-      r.sent - r.collector.stored,
-      r.collector.drops,
-      r.nfcapd.stored,
-      r.nfcapd.seqFailures,
-      r.nfcapd.drops,
-    ];
-    process.stdout.write(`${row.map((v) => String(v).padStart(14)).join('')}\n`);
-  }
+  for (const rate of RATES)
+    for (const layout of LAYOUTS) {
+      const r = await step(rate, layout);
+      results.push(r);
+      const row = [
+        r.layout,
+        r.rate,
+        r.achieved,
+        r.sent,
+        r.collector.stored,
+        r.sent - r.collector.stored,
+        r.collector.drops,
+        r.nfcapd.stored,
+        r.nfcapd.seqFailures,
+        r.nfcapd.drops,
+      ];
+      process.stdout.write(`${row.map((v) => String(v).padStart(14)).join('')}\n`);
+    }
   const best = (ok: (r: StepResult) => boolean) => Math.max(0, ...results.filter(ok).map((r) => r.achieved));
-  process.stdout.write(
-    `\nhighest rate stored with zero loss: kpiflow ${best((r) => r.collector.stored === r.sent)} rec/s, nfcapd ${best((r) => r.nfcapd.stored === r.sent)} rec/s (target for kpiflow: >= 250000)\n`,
-  );
+  process.stdout.write('\n');
+  for (const layout of LAYOUTS)
+    process.stdout.write(
+      `highest rate stored with zero loss (layout ${layout}): kpiflow ${best((r) => r.layout === layout && r.collector.stored === r.sent)} rec/s, nfcapd ${best((r) => r.layout === layout && r.nfcapd.stored === r.sent)} rec/s (target for kpiflow: >= 250000)\n`,
+    );
 }
 
 void main();

@@ -16,8 +16,10 @@
  *      EXPLAIN QUERY PLAN, and for the summaries where the time goes: the grouping query, the
  *      percentile pass (SQL alone, then with rows handed to JS), the JS sort, and HTTP/JSON.
  *
- * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep]
+ * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep] [--layout rows|blocks]
  *          [--requests R] [--warmup W] [--resume] [--only NAME,...] [--no-diagnose]
+ *   --layout     how the store keeps profiles (default rows; docs/storage.md). The SQL diagnosis
+ *                (step 3) is for the rows layout only.
  *   --db PATH    database file (kept); default a temp dir, removed at the end unless --keep
  *   --requests   measured requests per query (default 40); --warmup: per query (default 3)
  *   --only       only the queries whose names contain one of these (comma-separated)
@@ -41,6 +43,8 @@ import { buildApi } from '../collector/api/app.js';
 import { SqliteStore } from '../collector/store/sqlite-store.js';
 import type { ProfileRow, SummaryGroup } from '../collector/store/types.js';
 
+type Layout = 'rows' | 'blocks';
+
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const SPAN = 7 * DAY;
@@ -60,6 +64,7 @@ interface Args {
   resume: boolean;
   /** Only the queries whose names contain one of these. */
   only: string[];
+  layout: Layout;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -72,6 +77,7 @@ function parseArgs(argv: string[]): Args {
     diagnose: true,
     resume: false,
     only: [],
+    layout: 'rows',
   };
   const num = (i: number, name: string, min: number) => {
     const v = Number(argv[i]);
@@ -102,6 +108,12 @@ function parseArgs(argv: string[]): Args {
       case '--only':
         a.only.push(...String(argv[++i] ?? '').split(','));
         break;
+      case '--layout': {
+        const l = argv[++i];
+        if (l !== 'rows' && l !== 'blocks') throw new Error('--layout needs rows or blocks');
+        a.layout = l;
+        break;
+      }
       case '--no-diagnose':
         a.diagnose = false;
         break;
@@ -341,6 +353,13 @@ function existingRows(path: string): number {
   try {
     const t = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'profiles'").get();
     if (!t) return 0;
+    const blocks = db
+      .prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'profile_blocks'")
+      .get();
+    const inBlocks = blocks
+      ? ((db.prepare('SELECT total(n) AS n FROM profile_blocks').get() as { n: number }).n as number)
+      : 0;
+    if (inBlocks > 0) return inBlocks;
     return ((db.prepare('SELECT max(id) AS n FROM profiles').get() as { n: number | null }).n ?? 0) as number;
   } finally {
     db.close();
@@ -354,8 +373,8 @@ interface FillResult {
   connections: number;
 }
 
-async function fill(path: string, n: number): Promise<FillResult> {
-  const store = new SqliteStore({ path });
+async function fill(path: string, n: number, layout: Layout): Promise<FillResult> {
+  const store = new SqliteStore({ path, layout });
   const end = Date.now();
   const gen = new Generator(end - SPAN, end, n);
   const batch: ProfileRow[] = [];
@@ -745,7 +764,7 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const dir = args.db ? null : mkdtempSync(join(tmpdir(), 'kpiflow-bench-'));
   const path = args.db ?? join(dir!, 'profiles.db');
-  console.log(`collector query bench: ${fmtInt(args.profiles)} profiles, db ${path}`);
+  console.log(`collector query bench: ${fmtInt(args.profiles)} profiles, layout ${args.layout}, db ${path}`);
 
   let fillResult: FillResult | null = null;
   let reused = false;
@@ -765,7 +784,7 @@ async function main(): Promise<void> {
     );
   } else {
     console.log(`filling in batches of ${BATCH} ...`);
-    fillResult = await fill(path, args.profiles);
+    fillResult = await fill(path, args.profiles, args.layout);
     writeFileSync(`${path}.fill.json`, JSON.stringify(fillResult));
     console.log(
       `filled ${fmtInt(fillResult.rows)} profiles (${fmtInt(fillResult.connections)} connections) in ${fillResult.seconds.toFixed(1)} s: ` +
@@ -789,30 +808,48 @@ async function main(): Promise<void> {
   }
 
   installCapture();
-  const store = new SqliteStore({ path });
+  const store = new SqliteStore({ path, layout: args.layout });
   const sizeBytes = await store.sizeBytes();
   const meta = new Database(path, { readonly: true, fileMustExist: true });
-  // Profiles are clustered by t (schema 2): every lookup here goes by t, not id.
-  const maxT = (meta.prepare('SELECT max(t) AS t FROM profiles').get() as { t: number }).t;
-  const minT = (meta.prepare('SELECT min(t) AS t FROM profiles').get() as { t: number }).t;
+  const blocks = args.layout === 'blocks';
+  // Profiles are clustered by t (schema 2): every lookup here goes by t, not id. In blocks, the
+  // zone maps give the time span and the store itself picks destinations and sample rows.
+  const span = blocks
+    ? (meta.prepare('SELECT max(tmax) AS maxT, min(tmin) AS minT FROM profile_blocks').get() as {
+        maxT: number;
+        minT: number;
+      })
+    : (meta.prepare('SELECT max(t) AS maxT, min(t) AS minT FROM profiles').get() as {
+        maxT: number;
+        minT: number;
+      });
+  const { maxT, minT } = span;
   const maxId =
     (meta.prepare(`SELECT value AS n FROM meta WHERE key = 'nextProfileId'`).get() as { n: number }).n - 1;
   const now = maxT + 1;
-  const destinations = (
-    meta
-      .prepare(
-        'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC',
-      )
-      .all(now - DAY) as { a: string }[]
-  ).map((r) => r.a);
+  const destinations = blocks
+    ? (await store.summary({ groupBy: 'destination', from: now - DAY, to: now, limit: 1_000_000 }))
+        .filter((g) => g.key !== null)
+        .map((g) => String(g.key))
+    : (
+        meta
+          .prepare(
+            'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC',
+          )
+          .all(now - DAY) as { a: string }[]
+      ).map((r) => r.a);
   const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE t >= ? ORDER BY t LIMIT 1');
+  const sampleAt = async (t: number) =>
+    blocks
+      ? ((await store.profiles({ from: t }, { limit: 1, order: 'asc' })).items[0] as unknown as
+          | { flowId: number; sourceAddress: string }
+          | undefined)
+      : (sample.get(t) as { flowId: number; sourceAddress: string } | undefined);
   const pr = rng(42);
   const flowIds: number[] = [];
   const sources = new Set<string>();
   while (flowIds.length < 400) {
-    const r = sample.get(minT + Math.floor(pr() * (maxT - minT))) as
-      | { flowId: number; sourceAddress: string }
-      | undefined;
+    const r = await sampleAt(minT + Math.floor(pr() * (maxT - minT)));
     if (!r) continue;
     flowIds.push(r.flowId);
     sources.add(r.sourceAddress);
@@ -915,7 +952,7 @@ async function main(): Promise<void> {
   }
 
   console.log(
-    `\n== API latency over ${fmtInt(maxId)} profiles (db ${fmtBytes(sizeBytes)}; target p95 <= ${TARGET_P95_MS} ms) ==`,
+    `\n== API latency over ${fmtInt(maxId)} profiles, layout ${args.layout} (db ${fmtBytes(sizeBytes)}; target p95 <= ${TARGET_P95_MS} ms) ==`,
   );
   console.log(
     table(
@@ -941,7 +978,8 @@ async function main(): Promise<void> {
   }
   console.log(`db size: ${fmtBytes(sizeBytes)} (${(sizeBytes / maxId).toFixed(0)} bytes/profile)`);
 
-  if (args.diagnose) await diagnose(path, base, store, kinds, stats, saved, save);
+  if (args.diagnose && blocks) console.log('(no SQL diagnosis for the blocks layout: its queries run in JS)');
+  else if (args.diagnose) await diagnose(path, base, store, kinds, stats, saved, save);
 
   await app.close();
   await store.close();

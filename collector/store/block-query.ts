@@ -183,6 +183,7 @@ export class BlockReader {
   constructor(
     private readonly db: Db,
     private readonly packer: TablePacker,
+    private readonly exactRows = EXACT_SUMMARY_ROWS,
   ) {
     this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
     this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
@@ -314,7 +315,7 @@ export class BlockReader {
         ...([clampSql(from), clampSql(to), ...(needle ? [needle] : [])] as (number | string)[]),
       ) as BlockMeta[];
     const total = metas.reduce((a, m) => a + m.n, 0);
-    const useAggs = !hasRowConditions(q) && total > EXACT_SUMMARY_ROWS;
+    const useAggs = !hasRowConditions(q) && total > this.exactRows;
     const bucketMs = q.bucketMs ? Math.floor(q.bucketMs) : 0;
     const groups = new Map<string, Acc>();
     const acc = (key: string | number | null, bucket: number | null): Acc => {

@@ -48,6 +48,11 @@ export interface SqliteStoreOptions {
    * refused with COL_ERR_SCHEMA. Read-only stores use the layout the database holds.
    */
   layout?: ProfileLayout;
+  /**
+   * Blocks layout: a summary whose blocks hold at most this many profiles reads every row (exact);
+   * above it, blocks inside the range use their pre-aggregates. Default EXACT_SUMMARY_ROWS.
+   */
+  exactSummaryRows?: number;
 }
 
 /** Cursor text of a (time, id) position. */
@@ -173,13 +178,15 @@ export class SqliteStore implements Store {
       this.db.pragma('busy_timeout = 5000');
       this.writer = null;
       this.layout = storedLayout(this.db);
-      if (this.layout === 'blocks') this.blocks = new BlockReader(this.db, this.packers.profiles);
+      if (this.layout === 'blocks')
+        this.blocks = new BlockReader(this.db, this.packers.profiles, options.exactSummaryRows);
       return;
     }
     this.layout = options.layout ?? 'rows';
     // This connection migrates the schema, then serves reads (and writes, when inline).
     this.db = openForWriting(options.path, options.sync, this.layout);
-    if (this.layout === 'blocks') this.blocks = new BlockReader(this.db, this.packers.profiles);
+    if (this.layout === 'blocks')
+      this.blocks = new BlockReader(this.db, this.packers.profiles, options.exactSummaryRows);
     this.writer =
       options.writerThread && options.path !== ':memory:'
         ? threadWriter(options.path, options.sync ?? 'normal', this.layout)
