@@ -133,7 +133,7 @@ export interface DirectionStats {
   rtoRecoveries: number;
   /** D-SACK blocks the sender received. */
   dsacks: number;
-  /** Sequence space the receiver acknowledged / took in order (SYN and FIN included as the kernel does). */
+  /** Sequence space the receiver acknowledged (the SYN and FIN included whenever acked: events leave a passive side SYN out, as the kernel) / took in order (the FIN included, never the SYN). */
   ackedSeq: number;
   receivedSeq: number;
   /** At the receiver: segments above the next expected sequence, distance sum and sum of squares. */
