@@ -191,6 +191,14 @@ export class Agent {
     return {
       events: (batch) => this.events(batch),
       lost: (count) => this.lost(count),
+      scanStarted: () => this.table.beginScan(),
+      scanned: (result) => {
+        this.table.endScan();
+        if (result === null || this.stopping) return;
+        const n = this.table.dropVanished(result.netns, result.cookies, result.startNs);
+        if (n > 0)
+          this.log.warn({ vanished: n }, 'connections gone from the kernel without their close: DESYNC');
+      },
       end: () => {
         void this.stop({ reason: 'source-ended' });
       },

@@ -214,6 +214,8 @@ export interface ConnectionTableStats {
   windows: number;
   /** Events older than the connection's latest (a ring event overtaken by an iterator snapshot). */
   stale: number;
+  /** Connections a complete scan no longer found in the kernel (their close was lost): DESYNC. */
+  vanished: number;
 }
 
 /** The connection table. */
@@ -228,7 +230,10 @@ export class ConnectionTable {
     ignored: 0,
     windows: 0,
     stale: 0,
+    vanished: 0,
   };
+  /** Cookies removed while a scan is being applied: its older snapshots must not re-adopt them. */
+  private removedDuringScan: Set<bigint> | null = null;
   // Insertion order is recency order: every event moves its connection to the end.
   private readonly conns = new Map<bigint, Connection>();
   private readonly flowId: (cookie: bigint) => bigint;
@@ -262,6 +267,10 @@ export class ConnectionTable {
   apply(ev: ProbeEvent): void {
     let c = this.conns.get(ev.cookie);
     if (c === undefined) {
+      if (this.removedMeanwhile(ev)) {
+        this.stats.stale++;
+        return;
+      }
       c = this.open(ev);
       if (c === undefined) {
         this.stats.ignored++;
@@ -275,8 +284,47 @@ export class ConnectionTable {
     // A connection ends at its last profile: the probes send its socket's destroy only when the
     // close itself was lost, and any later event of the cookie carries nothing to track.
     if (ev.kind === EVENT_KIND.destroy || isTerminal(c.state)) {
-      if (this.conns.delete(c.cookie)) this.stats.removed++;
+      if (this.conns.delete(c.cookie)) {
+        this.stats.removed++;
+        this.removedDuringScan?.add(c.cookie);
+      }
     }
+  }
+
+  /**
+   * A scan's snapshots are about to be applied in several slices, with ring events in between:
+   * until `endScan`, a snapshot of a connection removed meanwhile is dropped, not adopted again.
+   */
+  beginScan(): void {
+    this.removedDuringScan = new Set();
+  }
+
+  /** The scan's snapshots are all applied. */
+  endScan(): void {
+    this.removedDuringScan = null;
+  }
+
+  /** True when `ev` is a snapshot of a connection that ended while its scan was applied. */
+  private removedMeanwhile(ev: ProbeEvent): boolean {
+    return ev.kind === EVENT_KIND.snapshot && this.removedDuringScan?.has(ev.cookie) === true;
+  }
+
+  /**
+   * After a complete scan: every tracked connection of the walked namespaces that the scan did
+   * not find, and that had no event since the scan began, is gone from the kernel (its close, and
+   * destroy, were lost). It gets a DESYNC profile up to its latest event and is removed
+   * (counted as `vanished`). Returns how many.
+   */
+  dropVanished(netns: ReadonlySet<number>, found: ReadonlySet<bigint>, startNs: bigint): number {
+    let n = 0;
+    for (const c of [...this.conns.values()]) {
+      if (!netns.has(c.netns) || found.has(c.cookie) || c.last.tsNs >= startNs) continue;
+      if (!isTerminal(c.state) && c.state !== STATE.DESYNC) this.close(c, STATE.DESYNC, c.last);
+      this.conns.delete(c.cookie);
+      this.stats.vanished++;
+      n++;
+    }
+    return n;
   }
 
   private advance(c: Connection, ev: ProbeEvent): void {

@@ -16,6 +16,21 @@ export interface EventSink {
   end(): void;
   /** The source failed and stops. */
   error(err: Error): void;
+  /**
+   * A scan walked every socket of the namespaces `netns` (inode numbers) since `startNs`
+   * (monotonic) and found the connections `cookies`: a tracked connection of those namespaces
+   * not among them, and quiet since the scan began, is gone from the kernel (its close was lost).
+   */
+  scanned?(result: ScanResult | null): void;
+  /** A scan begins: its snapshots come in several batches, ended by `scanned` (null: abandoned). */
+  scanStarted?(): void;
+}
+
+/** What one complete scan found (EventSink.scanned). */
+export interface ScanResult {
+  startNs: bigint;
+  netns: ReadonlySet<number>;
+  cookies: ReadonlySet<bigint>;
 }
 
 /** A source of probe events. */

@@ -14,14 +14,28 @@ interface LiveProbesLike {
   readonly missing: readonly (keyof TcpCounters)[];
   readonly unavailable?: readonly { kpi: string; reason: string }[];
   subscribe(onEvents: (events: ProbeEvent[]) => void, onLost?: (count: number) => void): { close(): void };
-  snapshot(): ProbeEvent[];
+  snapshot(namespaces?: readonly NamespaceLike[]): ProbeEvent[];
+  readonly snapshotErrors?: readonly { path: string }[];
   close(): void;
+}
+
+/** A network namespace to walk: its inode (the events' netns) and a path that opens it. */
+interface NamespaceLike {
+  inode: number;
+  path: string;
 }
 
 /** What this adapter uses of the loader module. */
 interface ProbeLoaderModule {
   startLiveProbes(options?: Record<string, unknown>): LiveProbesLike;
+  listNetworkNamespaces?(): NamespaceLike[];
 }
+
+/**
+ * Snapshots handed to the agent per event-loop turn during a scan: with 100,000 connections a
+ * scan applied at once blocked the loop for seconds; in slices, ring events keep flowing.
+ */
+const SCAN_SLICE = 2000;
 
 /** Options of the live source, handed to the loader as they are (e.g. `netns`, `perPacket`). */
 export interface LiveSourceOptions {
@@ -69,7 +83,7 @@ export async function openLiveSource(options: LiveSourceOptions = {}): Promise<E
   const log = options.log?.child({ component: 'live-source' });
   if (probes.unavailable?.length)
     log?.warn({ unavailable: probes.unavailable }, 'KPIs this kernel cannot measure');
-  return new LiveSource(probes);
+  return new LiveSource(probes, loader.listNetworkNamespaces);
 }
 
 class LiveSource implements EventSource {
@@ -78,8 +92,12 @@ class LiveSource implements EventSource {
   readonly reorderingDistance: boolean;
   private sink: EventSink | null = null;
   private sub: { close(): void } | null = null;
+  private scanning = false;
 
-  constructor(private readonly probes: LiveProbesLike) {
+  constructor(
+    private readonly probes: LiveProbesLike,
+    private readonly namespaces?: () => NamespaceLike[],
+  ) {
     this.missing = probes.missing;
     // The loader lists the distance as unavailable unless the per-packet program is attached.
     this.reorderingDistance = !(probes.unavailable ?? []).some((u) => u.kpi === 'ofoDistance');
@@ -94,9 +112,58 @@ class LiveSource implements EventSource {
     this.scan();
   }
 
+  /**
+   * An iterator scan, one namespace per event-loop turn and its snapshots in slices of
+   * SCAN_SLICE, so ring-buffer batches are served in between. One scan at a time; a scan that
+   * walked its namespaces is reported complete (`sink.scanned`), so the agent can drop the
+   * connections the kernel no longer has.
+   */
   scan(): void {
     const sink = this.sink;
-    if (!sink) return;
+    if (!sink || this.scanning) return;
+    if (!this.namespaces) {
+      this.scanAtOnce(sink);
+      return;
+    }
+    this.scanning = true;
+    const startNs = process.hrtime.bigint();
+    const todo = this.namespaces();
+    const walked = new Set<number>();
+    const cookies = new Set<bigint>();
+    sink.scanStarted?.();
+    const finish = (ok: boolean) => {
+      this.scanning = false;
+      if (this.sink === sink) sink.scanned?.(ok ? { startNs, netns: walked, cookies } : null);
+    };
+    const deliver = (events: ProbeEvent[], from: number, then: () => void) => {
+      if (this.sink !== sink) return finish(false);
+      const slice = events.slice(from, from + SCAN_SLICE);
+      for (const e of slice) cookies.add(e.cookie);
+      if (slice.length > 0) sink.events(slice);
+      if (from + SCAN_SLICE < events.length) setImmediate(() => deliver(events, from + SCAN_SLICE, then));
+      else then();
+    };
+    const step = (i: number) => {
+      if (this.sink !== sink) return finish(false);
+      if (i >= todo.length) return finish(true);
+      const ns = todo[i]!;
+      let events: ProbeEvent[];
+      try {
+        events = this.probes.snapshot([ns]);
+      } catch (err) {
+        sink.error(
+          new AgentError('AGT_ERR_SOURCE', `iterator scan: ${(err as Error).message}`, { cause: err }),
+        );
+        return finish(false);
+      }
+      // A namespace that could not be walked (gone meanwhile) proves nothing about its sockets.
+      if ((this.probes.snapshotErrors ?? []).length === 0) walked.add(ns.inode);
+      deliver(events, 0, () => setImmediate(() => step(i + 1)));
+    };
+    step(0);
+  }
+
+  private scanAtOnce(sink: EventSink): void {
     let events: ProbeEvent[];
     try {
       events = this.probes.snapshot();

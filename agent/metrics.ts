@@ -72,6 +72,9 @@ export function createAgentRegistry(agent: Agent): Registry {
     ['how'],
   );
   counter('evictions_total', 'Connections evicted because the table was full', () => [[{}, t.stats.evicted]]);
+  counter('vanished_total', 'Connections a complete scan no longer found in the kernel (DESYNC)', () => [
+    [{}, t.stats.vanished],
+  ]);
   counter(
     'profiles_total',
     'Profiles built, by end state',

@@ -572,3 +572,39 @@ describe('address bytes', () => {
     assert.deepEqual(back, b);
   });
 });
+
+describe('scans', () => {
+  it('a complete scan drops the connections the kernel no longer has with a DESYNC profile, counted', () => {
+    const h = harness();
+    const kept = new SyntheticSocket({ cookie: 20n });
+    const gone = new SyntheticSocket({ cookie: 21n });
+    h.feed(kept.connect(), kept.establish(5), gone.connect(), gone.establish(5));
+    const snap = kept.snapshot();
+    // The scan began after both connections' latest events.
+    const startNs = snap[0]!.tsNs + 1n;
+    const netns = new Set([snap[0]!.netns]);
+    // Another namespace's connections are not judged by this scan.
+    assert.equal(h.table.dropVanished(new Set([1]), new Set(), startNs), 0);
+    h.feed(snap);
+    assert.equal(h.table.dropVanished(netns, new Set([20n]), startNs), 1);
+    assert.equal(h.table.stats.vanished, 1);
+    assert.equal(h.table.size, 1);
+    assert.equal(h.profiles.at(-1)!.record['flowEndReason'], STATE.DESYNC);
+    assert.equal(h.profiles.at(-1)!.record['flowId'], 1_000_021n);
+  });
+
+  it('a snapshot of a connection that closed while its scan was applied does not adopt it again', () => {
+    const h = harness();
+    const s = new SyntheticSocket({ cookie: 22n });
+    h.feed(s.connect(), s.establish(5));
+    const snap = s.snapshot();
+    h.table.beginScan();
+    h.feed(s.closeActive(), snap);
+    h.table.endScan();
+    assert.equal(h.table.size, 0);
+    assert.deepEqual(
+      h.profiles.map((p) => p.record['flowEndReason']),
+      [STATE.ESTABLISHED, STATE.FINISHED],
+    );
+  });
+});
