@@ -275,7 +275,7 @@ export function readAggregates(blob: Uint8Array, dim: SummaryGroup): DimensionAg
 }
 
 /** Adds entries [from, to) of a pre-aggregate histogram into a full one. */
-export function addEntries(h: Uint32Array, entries: Uint32Array, from: number, to: number): void {
+export function addEntries(h: Uint32Array, entries: ArrayLike<number>, from: number, to: number): void {
   for (let e = from; e < to; e++) {
     const x = entries[e]!;
     h[x >>> 22]! += x & 0x3fffff;

@@ -157,9 +157,12 @@ interface Acc {
   rttSum: number;
   tteCount: number;
   tteSum: number;
-  /** Histograms of pre-aggregated blocks; null while every contribution was scanned. */
-  rttHist: Uint32Array | null;
-  tteHist: Uint32Array | null;
+  /**
+   * Histogram entries (bucket << 22 | count) of pre-aggregated blocks, null while every
+   * contribution was scanned. Kept raw: only the groups returned are turned into histograms.
+   */
+  rttEntries: number[] | null;
+  tteEntries: number[] | null;
 }
 
 /** SQLite's ORDER BY of mixed keys: NULL, then numbers, then text (binary order). */
@@ -317,10 +320,15 @@ export class BlockReader {
     const total = metas.reduce((a, m) => a + m.n, 0);
     const useAggs = !hasRowConditions(q) && total > this.exactRows;
     const bucketMs = q.bucketMs ? Math.floor(q.bucketMs) : 0;
-    const groups = new Map<string, Acc>();
+    // Groups by bucket, then by key itself (a Map tells 443 from '443'): no key strings to build.
+    const groups = new Map<number | null, Map<string | number | null, Acc>>();
     const acc = (key: string | number | null, bucket: number | null): Acc => {
-      const k = `${typeof key === 'string' ? 's' : 'n'}${key}\u0000${bucket}`;
-      let a = groups.get(k);
+      let byKey = groups.get(bucket);
+      if (!byKey) {
+        byKey = new Map();
+        groups.set(bucket, byKey);
+      }
+      let a = byKey.get(key);
       if (!a) {
         a = {
           key,
@@ -335,10 +343,10 @@ export class BlockReader {
           rttSum: 0,
           tteCount: 0,
           tteSum: 0,
-          rttHist: null,
-          tteHist: null,
+          rttEntries: null,
+          tteEntries: null,
         };
-        groups.set(k, a);
+        byKey.set(key, a);
       }
       return a;
     };
@@ -349,6 +357,7 @@ export class BlockReader {
       else this.scan(m, q, from, to, bucketMs, acc);
     }
     const rows = [...groups.values()]
+      .flatMap((g) => [...g.values()])
       .sort(
         (a, b) => b.profiles - a.profiles || compareKeys(a.key, b.key) || (a.bucket ?? 0) - (b.bucket ?? 0),
       )
@@ -377,10 +386,11 @@ export class BlockReader {
       a.rttSum += s[o + STAT_RTT + 1]!;
       a.tteCount += s[o + STAT_RTT + 2]!;
       a.tteSum += s[o + STAT_RTT + 3]!;
-      a.rttHist ??= new Uint32Array(HIST_BUCKETS);
-      a.tteHist ??= new Uint32Array(HIST_BUCKETS);
-      addEntries(a.rttHist, d.entries, d.rttOffsets[k]!, d.rttOffsets[k + 1]!);
-      addEntries(a.tteHist, d.entries, d.tteOffsets[k]!, d.tteOffsets[k + 1]!);
+      a.rttEntries ??= [];
+      a.tteEntries ??= [];
+      const e = d.entries;
+      for (let x = d.rttOffsets[k]!, end = d.rttOffsets[k + 1]!; x < end; x++) a.rttEntries.push(e[x]!);
+      for (let x = d.tteOffsets[k]!, end = d.tteOffsets[k + 1]!; x < end; x++) a.tteEntries.push(e[x]!);
     }
   }
 
@@ -452,7 +462,7 @@ export class BlockReader {
 
 /** The summary row of a group: exact statistics when every row was scanned, else flagged approximate. */
 function finish(a: Acc): SummaryRow {
-  const approximate = a.rttHist !== null;
+  const approximate = a.rttEntries !== null;
   const row: SummaryRow = {
     key: a.key,
     bucket: a.bucket,
@@ -468,10 +478,10 @@ function finish(a: Acc): SummaryRow {
     timeToEstablish: null,
   };
   if (approximate) {
-    for (const v of a.rtt) a.rttHist![histBucket(v)]!++;
-    for (const v of a.tte) a.tteHist![histBucket(v)]!++;
-    const pr = (p: number) => histPercentile(a.rttHist!, a.rttCount, p);
-    const pt = (p: number) => histPercentile(a.tteHist!, a.tteCount, p);
+    const rh = histogram(a.rttEntries!, a.rtt);
+    const th = histogram(a.tteEntries ?? [], a.tte);
+    const pr = (p: number) => histPercentile(rh, a.rttCount, p);
+    const pt = (p: number) => histPercentile(th, a.tteCount, p);
     if (a.rttCount > 0)
       row.rtt = { mean: a.rttSum / a.rttCount, p50: pr(50), p90: pr(90), p95: pr(95), p99: pr(99) };
     if (a.tteCount > 0) row.timeToEstablish = { mean: a.tteSum / a.tteCount, p50: pt(50), p90: pt(90) };
@@ -493,6 +503,14 @@ function finish(a: Acc): SummaryRow {
     row.timeToEstablish = { mean: mean(t), p50: percentile(t, 50), p90: percentile(t, 90) };
   }
   return row;
+}
+
+/** A histogram of pre-aggregate entries plus exact values. */
+function histogram(entries: number[], values: number[]): Uint32Array {
+  const h = new Uint32Array(HIST_BUCKETS);
+  addEntries(h, entries, 0, entries.length);
+  for (const v of values) h[histBucket(v)]!++;
+  return h;
 }
 
 /** Infinite bounds as SQLite integers. */
