@@ -146,13 +146,14 @@ interface Acc {
   key: string | number | null;
   bucket: number | null;
   profiles: number;
-  sums: Float64Array;
-  /** flowIds of scanned rows (exact distinct count). */
-  flows: Set<number | bigint>;
+  sums: number[];
+  /** flowIds of scanned rows (exact distinct count); null until a scanned row has one. */
+  flows: Set<number | bigint> | null;
   /** Sum of per-block distinct counts from pre-aggregates (an upper bound across blocks). */
   connectionsBound: number;
-  rtt: number[];
-  tte: number[];
+  /** Exact values of scanned rows; null until one is seen (most groups are pre-aggregated). */
+  rtt: number[] | null;
+  tte: number[] | null;
   rttCount: number;
   rttSum: number;
   tteCount: number;
@@ -334,11 +335,11 @@ export class BlockReader {
           key,
           bucket,
           profiles: 0,
-          sums: new Float64Array(SUM_COLUMNS.length),
-          flows: new Set(),
+          sums: [0, 0, 0, 0, 0, 0],
+          flows: null,
           connectionsBound: 0,
-          rtt: [],
-          tte: [],
+          rtt: null,
+          tte: null,
           rttCount: 0,
           rttSum: 0,
           tteCount: 0,
@@ -443,16 +444,16 @@ export class BlockReader {
         const c = sums[x];
         if (c?.has(i)) a.sums[x]! += c.num(i);
       }
-      if (flow?.has(i)) a.flows.add(flow.get(i)!);
+      if (flow?.has(i)) (a.flows ??= new Set()).add(flow.get(i)!);
       const r = rtt[i]!;
       if (!Number.isNaN(r)) {
-        a.rtt.push(r);
+        (a.rtt ??= []).push(r);
         a.rttCount++;
         a.rttSum += r;
       }
       const e = tte ? tte[i]! : Number.NaN;
       if (e > 0) {
-        a.tte.push(e);
+        (a.tte ??= []).push(e);
         a.tteCount++;
         a.tteSum += e;
       }
@@ -467,7 +468,7 @@ function finish(a: Acc): SummaryRow {
     key: a.key,
     bucket: a.bucket,
     profiles: a.profiles,
-    connections: a.flows.size + a.connectionsBound,
+    connections: (a.flows?.size ?? 0) + a.connectionsBound,
     transferredOctetTotalCount: a.sums[0]!,
     receivedOctetTotalCount: a.sums[1]!,
     retransmittedPacketTotalCount: a.sums[2]!,
@@ -478,8 +479,8 @@ function finish(a: Acc): SummaryRow {
     timeToEstablish: null,
   };
   if (approximate) {
-    const rh = histogram(a.rttEntries!, a.rtt);
-    const th = histogram(a.tteEntries ?? [], a.tte);
+    const rh = histogram(a.rttEntries!, a.rtt ?? []);
+    const th = histogram(a.tteEntries ?? [], a.tte ?? []);
     const pr = (p: number) => histPercentile(rh, a.rttCount, p);
     const pt = (p: number) => histPercentile(th, a.tteCount, p);
     if (a.rttCount > 0)
@@ -488,7 +489,7 @@ function finish(a: Acc): SummaryRow {
     row.approximate = true;
     return row;
   }
-  if (a.rtt.length) {
+  if (a.rtt?.length) {
     const r = a.rtt.sort((x, y) => x - y);
     row.rtt = {
       mean: mean(r),
@@ -498,7 +499,7 @@ function finish(a: Acc): SummaryRow {
       p99: percentile(r, 99),
     };
   }
-  if (a.tte.length) {
+  if (a.tte?.length) {
     const t = a.tte.sort((x, y) => x - y);
     row.timeToEstablish = { mean: mean(t), p50: percentile(t, 50), p90: percentile(t, 90) };
   }
