@@ -444,16 +444,21 @@ export class BlockReader {
         const c = sums[x];
         if (c?.has(i)) a.sums[x]! += c.num(i);
       }
-      if (flow?.has(i)) (a.flows ??= new Set()).add(flow.get(i)!);
+      if (flow?.has(i)) {
+        a.flows ??= new Set();
+        a.flows.add(flow.get(i)!);
+      }
       const r = rtt[i]!;
       if (!Number.isNaN(r)) {
-        (a.rtt ??= []).push(r);
+        a.rtt ??= [];
+        a.rtt.push(r);
         a.rttCount++;
         a.rttSum += r;
       }
       const e = tte ? tte[i]! : Number.NaN;
       if (e > 0) {
-        (a.tte ??= []).push(e);
+        a.tte ??= [];
+        a.tte.push(e);
         a.tteCount++;
         a.tteSum += e;
       }
