@@ -22,6 +22,14 @@ export const AGT_ERRORS = {
   AGT_ERR_PCAP_TRUNCATED: 'capture file ends in the middle of a record',
   AGT_ERR_PCAP_LINKTYPE: 'capture link type not supported',
   // --- end pcap replay source ---
+  // --- events replay and --record (agent/event-file.ts) ---
+  AGT_ERR_EVENTS_OPEN: 'events file unreadable',
+  AGT_ERR_EVENTS_FORMAT: 'not a kpiflow events file, or a garbled one',
+  AGT_ERR_EVENTS_TRUNCATED: 'events file ends in the middle of a record',
+  AGT_ERR_EVENTS_VERSION: 'events file from a newer kpiflow',
+  AGT_ERR_EVENTS_LAYOUT: 'events file recorded with another event layout',
+  AGT_ERR_RECORD: 'cannot write the event recording',
+  // --- end events replay ---
 } as const;
 
 /** A stable agent error code. */

@@ -26,6 +26,21 @@ export {
 } from './connection-table.js';
 export { AGT_ERRORS, AgentError, type AgentErrorCode } from './errors.js';
 export {
+  copyEventFile,
+  EVENT_FILE_VERSION,
+  type EventFileHeader,
+  type EventFileInfo,
+  EventFileReader,
+  type EventFileRecord,
+  EventFileSource,
+  type EventFileSourceStats,
+  EventFileWriter,
+  type EventFileWriterOptions,
+  eventFileClock,
+  openEventFileSource,
+  readEventFileInfo,
+} from './event-file.js';
+export {
   type EventSink,
   type EventSource,
   IterableSource,
