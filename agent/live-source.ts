@@ -109,7 +109,9 @@ class LiveSource implements EventSource {
       (events) => sink.events(events),
       (count) => sink.lost(count),
     );
-    this.scan();
+    // Resolves once the start-up scan is applied: connections already open are then adopted
+    // with the counters they had when the agent started.
+    await new Promise<void>((resolve) => this.scan(resolve));
   }
 
   /**
@@ -118,12 +120,12 @@ class LiveSource implements EventSource {
    * walked its namespaces is reported complete (`sink.scanned`), so the agent can drop the
    * connections the kernel no longer has.
    */
-  scan(): void {
+  scan(done: () => void = () => {}): void {
     const sink = this.sink;
-    if (!sink || this.scanning) return;
+    if (!sink || this.scanning) return done();
     if (!this.namespaces) {
       this.scanAtOnce(sink);
-      return;
+      return done();
     }
     this.scanning = true;
     const startNs = process.hrtime.bigint();
@@ -134,6 +136,7 @@ class LiveSource implements EventSource {
     const finish = (ok: boolean) => {
       this.scanning = false;
       if (this.sink === sink) sink.scanned?.(ok ? { startNs, netns: walked, cookies } : null);
+      done();
     };
     const deliver = (events: ProbeEvent[], from: number, then: () => void) => {
       if (this.sink !== sink) return finish(false);
