@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AgentError } from './errors.js';
 import { type ExportTarget, parseExportTarget } from './export-target.js';
+import { parseCidr } from './pcap/addresses.js';
 
 /** Where events come from. */
 export type SourceSpec = { kind: 'live' } | { kind: 'events' | 'pcap'; path: string };
@@ -14,8 +15,10 @@ export type SourceSpec = { kind: 'live' } | { kind: 'events' | 'pcap'; path: str
 export interface AgentConfig {
   source: SourceSpec;
   export: ExportTarget;
-  /** Tee the raw event stream to this file (issue 5). */
+  /** Tee the raw event stream to this events file (live source only). */
   record: string | null;
+  /** pcap:FILE: CIDR blocks whose end of each connection is the local one (default: the SYN sender). */
+  localNet: string[] | null;
   activeTimeoutMs: number;
   maxConnections: number;
   /** Size of the probes' ring buffer, bytes (a power of two); null: the loader's default, 4 MiB. */
@@ -44,6 +47,7 @@ export const AGENT_DEFAULTS: AgentConfig = {
   source: { kind: 'live' },
   export: { kind: 'udp', host: '127.0.0.1', port: 4739 },
   record: null,
+  localNet: null,
   activeTimeoutMs: 60_000,
   maxConnections: 100_000,
   ringBytes: null,
@@ -67,6 +71,7 @@ const FLAGS = {
   source: 'source',
   export: 'export',
   record: 'record',
+  'local-net': 'localNet',
   'active-timeout': 'activeTimeout',
   'max-connections': 'maxConnections',
   'ring-size': 'ringSize',
@@ -87,7 +92,10 @@ const FLAGS = {
 /** Usage text of `kpiflow agent`. */
 export const AGENT_USAGE = `usage: kpiflow agent [options]
 
-  --source live|events:FILE|pcap:FILE   where events come from (default live; replay: issue 5)
+  --source live|events:FILE|pcap:FILE   where events come from (default live); a replay
+                            (events:FILE, pcap:FILE) needs no privileges and exits 0 at its end
+  --local-net CIDR[,CIDR]   pcap:FILE: the end inside these blocks is the local host
+                            (default: the SYN sender)
   --export URL              udp://H:P (default udp://127.0.0.1:4739), tcp://H:P, tls://H:P, file:PATH
   --active-timeout S        long connections report at least this often (default 60s)
   --max-connections N       connections tracked at once (default 100000)
@@ -105,7 +113,8 @@ export const AGENT_USAGE = `usage: kpiflow agent [options]
   --max-message-size N      bytes per IPFIX message (default 1400)
   --flush-interval D        longest a profile waits for a message to fill (default 200ms)
   --template-refresh D      UDP template refresh (default 60s)
-  --record FILE             tee the raw event stream (issue 5)
+  --record FILE             live: also write every raw event to FILE (replay it with
+                            --source events:FILE)
   --config FILE             JSON with the same options in camelCase (activeTimeout, export, ...)
   --log-level L             pino level (default info)
 `;
@@ -219,6 +228,20 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
   if (has('source')) c.source = parseSource(name('source'), merged['source']);
   if (has('export')) c.export = parseExportTarget(merged['export'], name('export'));
   if (has('record')) c.record = str(name('record'), merged['record']);
+  if (has('localNet')) {
+    const v = merged['localNet'];
+    const list = Array.isArray(v) ? v : typeof v === 'string' ? v.split(',') : null;
+    if (!list || list.length === 0 || !list.every((x) => typeof x === 'string'))
+      throw bad(name('localNet'), 'expected CIDR blocks such as 192.0.2.0/24,2001:db8::/32');
+    for (const x of list as string[]) {
+      try {
+        parseCidr(x);
+      } catch (err) {
+        throw bad(name('localNet'), (err as Error).message.replace(/^.*--local-net /, ''));
+      }
+    }
+    c.localNet = (list as string[]).map((x) => x.trim());
+  }
   if (has('activeTimeout')) {
     c.activeTimeoutMs = parseDuration(name('activeTimeout'), merged['activeTimeout'], 's');
     if (c.activeTimeoutMs < 100 || c.activeTimeoutMs > 86_400_000)
@@ -271,11 +294,9 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       name(c.tlsCert ? 'tlsKey' : 'tlsCert'),
       'a client certificate needs both --tls-cert and --tls-key',
     );
-  if (c.source.kind !== 'live')
-    throw new AgentError(
-      'AGT_ERR_NOT_IMPLEMENTED',
-      `${name('source')} ${c.source.kind}:FILE (issue 5); use --source live`,
-    );
-  if (c.record !== null) throw new AgentError('AGT_ERR_NOT_IMPLEMENTED', `${name('record')} FILE (issue 5)`);
+  if (c.record !== null && c.source.kind !== 'live')
+    throw bad(name('record'), 'records the live source only (a replay is already a file)');
+  if (c.localNet !== null && c.source.kind !== 'pcap')
+    throw bad(name('localNet'), 'applies to --source pcap:FILE only');
   return c;
 }

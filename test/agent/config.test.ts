@@ -1,6 +1,6 @@
 /**
  * `kpiflow agent` options: flags over the config file over the defaults, every bad value named
- * in the message, the replay sources and --record refused as not implemented yet, and the
+ * in the message, the replay sources with --local-net and --record (live only), and the
  * command's exit codes (2 for bad usage) from the compiled CLI.
  */
 import assert from 'node:assert/strict';
@@ -88,13 +88,17 @@ describe('agent options', () => {
     });
   });
 
-  it('replay sources and --record come with issue 5 and say so', () => {
-    for (const args of [
-      ['--source', 'events:x.kfe'],
-      ['--source', 'pcap:x.pcap'],
-      ['--record', 'x.kfe'],
-    ])
-      assert.throws(() => parseAgentArgs(args), { code: 'AGT_ERR_NOT_IMPLEMENTED', message: /issue 5/ });
+  it('replay sources, --local-net (pcap only) and --record (live only)', () => {
+    assert.deepEqual(parseAgentArgs(['--source', 'events:x.kfe']).source, { kind: 'events', path: 'x.kfe' });
+    const pcap = parseAgentArgs(['--source', 'pcap:x.pcap', '--local-net', '192.0.2.0/24,2001:db8::/32']);
+    assert.deepEqual(pcap.localNet, ['192.0.2.0/24', '2001:db8::/32']);
+    assert.equal(parseAgentArgs(['--record', 'x.kfe']).record, 'x.kfe');
+    for (const [args, message] of [
+      [['--source', 'events:x.kfe', '--record', 'y.kfe'], /--record: records the live source only/],
+      [['--local-net', '192.0.2.0/24'], /--local-net: applies to --source pcap:FILE only/],
+      [['--source', 'pcap:x', '--local-net', '192.0.2.0/33'], /--local-net: "192.0.2.0\/33": prefix/],
+    ] as const)
+      assert.throws(() => parseAgentArgs([...args]), { code: 'AGT_ERR_CONFIG', message });
   });
 
   it('export URLs', () => {
@@ -118,12 +122,9 @@ describe('agent options', () => {
     const bad = run('--export', 'ftp://x');
     assert.equal(bad.status, 2);
     assert.match(bad.stderr, /--export: "ftp:\/\/x" is not .* \[AGT_ERR_CONFIG\]/);
-    const replay = run('--source', 'events:rec.kfe');
+    const replay = run('--source', 'events:rec.kfe', '--record', 'x.kfe');
     assert.equal(replay.status, 2);
-    assert.match(
-      replay.stderr,
-      /not implemented yet: --source events:FILE \(issue 5\).*\[AGT_ERR_NOT_IMPLEMENTED\]/,
-    );
+    assert.match(replay.stderr, /--record: records the live source only.*\[AGT_ERR_CONFIG\]/);
     const help = run('--help');
     assert.equal(help.status, 0);
     assert.match(help.stdout, /--active-timeout S/);
