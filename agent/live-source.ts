@@ -122,10 +122,14 @@ class LiveSource implements EventSource {
    */
   scan(done: () => void = () => {}): void {
     const sink = this.sink;
-    if (!sink || this.scanning) return done();
+    if (!sink || this.scanning) {
+      done();
+      return;
+    }
     if (!this.namespaces) {
       this.scanAtOnce(sink);
-      return done();
+      done();
+      return;
     }
     this.scanning = true;
     const startNs = process.hrtime.bigint();
