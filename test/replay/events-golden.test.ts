@@ -23,6 +23,57 @@ const scenarios = readdirSync(GOLDEN)
   .filter((d) => existsSync(join(GOLDEN, d, 'recording.kfev')))
   .sort();
 
+type Row = Record<string, unknown>;
+
+/** The kernel's word on each scenario (as test/agent-live checks it live), against the golden profiles. */
+function checkKernelTruth(name: string, lines: readonly string[]): void {
+  const truth = (
+    JSON.parse(readFileSync(join(GOLDEN, name, 'scenario.json'), 'utf8')) as {
+      kernelTruth: Record<string, number>;
+    }
+  ).kernelTruth;
+  const rows = lines.map((l) => JSON.parse(l) as Row);
+  const from = (port: number) => rows.filter((r) => r['sourceTransportPort'] === port);
+  const sum = (rs: Row[], k: string) => rs.reduce((n, r) => n + Number(r[k] ?? 0), 0);
+  const ends = (rs: Row[]) => rs.map((r) => `${r['flowStartReason']}>${r['flowEndReason']}`).join(' ');
+  const client = truth['clientPort'] === undefined ? [] : from(truth['clientPort']);
+  switch (name) {
+    case 'syn-drop':
+      assert.equal(sum(client, 'synRetransmissionCount'), truth['totalRetrans']);
+      assert.equal(ends(client), '1>2 2>4');
+      break;
+    case 'blackhole':
+      assert.equal(sum(client, 'stallCount'), truth['totalRto']);
+      assert.equal(sum(client, 'retransmittedPacketTotalCount'), truth['totalRetrans']);
+      assert.equal(ends(client), '1>2 2>3 3>2 2>4');
+      break;
+    case 'loss':
+      assert.equal(sum(client, 'retransmittedPacketTotalCount'), truth['totalRetrans']);
+      assert.equal(sum(client, 'droppedOctetTotalCount'), truth['bytesRetrans']);
+      break;
+    case 'refused':
+      assert.equal(ends(client), '1>6');
+      break;
+    case 'reset':
+      assert.equal(ends(client), '1>2 2>5');
+      break;
+    case 'ooo':
+      assert.equal(sum(from(5005), 'reorderingPacketCount'), truth['serverRcvOoopack']);
+      break;
+    case 'dup-acks':
+      assert.equal(sum(from(5006), 'duplicatePacketTotalCount'), truth['delayedAckLost']);
+      break;
+    case 'adopted-active-timeout':
+      assert.equal(client[0]?.['flowStartReason'], 2, 'adopted: no handshake profile');
+      assert.ok(client.filter((r) => r['flowEndReason'] === 2).length >= 2, ends(client));
+      assert.equal(
+        sum(client, 'transferredOctetTotalCount'),
+        truth['bytesAckedAtEnd']! - truth['bytesAckedAtGate']!,
+      );
+      break;
+  }
+}
+
 describe('golden event recordings replay into the live run’s profiles', () => {
   it('has the recordings of the live scenarios', () => {
     for (const s of [
@@ -60,6 +111,9 @@ describe('golden event recordings replay into the live run’s profiles', () => 
       const got = profileLines(dump.stdout);
       assert.ok(want.length > 0, 'the live run exported profiles');
       assert.deepEqual(got, want);
+      // And the recording means what it should: the live profiles agree with the kernel's own
+      // counters, read by the scenario's peers when it was recorded (scenario.json).
+      checkKernelTruth(name, want);
     });
   }
 });
