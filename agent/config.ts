@@ -2,7 +2,7 @@
  * `kpiflow agent` options: flags override the JSON config file, which overrides the defaults.
  * Every option is validated with a message that names it (the flag, or `FILE: key`).
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { AgentError } from './errors.js';
 import { type ExportTarget, parseExportTarget } from './export-target.js';
@@ -25,6 +25,8 @@ export interface AgentConfig {
   ringBytes: number | null;
   /** Attach the per-packet program too: the out-of-order distance is measured (costs per packet). */
   perPacket: boolean;
+  /** Follow only the network namespace of this inode (from --netns NAME|PATH|INODE); null: all. */
+  netns: number | null;
   /** Prometheus /metrics listener, or null. */
   metrics: { host: string; port: number } | null;
   /** On-disk spool for profiles the collector cannot take yet; null keeps memory only. */
@@ -52,6 +54,7 @@ export const AGENT_DEFAULTS: AgentConfig = {
   maxConnections: 100_000,
   ringBytes: null,
   perPacket: false,
+  netns: null,
   metrics: null,
   spoolDir: null,
   spoolMaxBytes: 64 * 1024 * 1024,
@@ -75,6 +78,7 @@ const FLAGS = {
   'active-timeout': 'activeTimeout',
   'max-connections': 'maxConnections',
   'ring-size': 'ringSize',
+  netns: 'netns',
   metrics: 'metrics',
   'spool-dir': 'spoolDir',
   'spool-max': 'spoolMax',
@@ -88,6 +92,22 @@ const FLAGS = {
   'template-refresh': 'templateRefresh',
   'log-level': 'logLevel',
 } as const;
+
+/** The inode of a network namespace given as an inode, a netns file, or an `ip netns` name. */
+function netnsInode(option: string, v: string): number {
+  if (/^\d+$/.test(v)) return Number(v);
+  for (const path of v.includes('/') ? [v] : [`/run/netns/${v}`]) {
+    try {
+      return statSync(path).ino;
+    } catch {
+      // Named below.
+    }
+  }
+  throw bad(
+    option,
+    `${JSON.stringify(v)} is no network namespace (an inode, a netns file, or a name in /run/netns)`,
+  );
+}
 
 /** Usage text of `kpiflow agent`. */
 export const AGENT_USAGE = `usage: kpiflow agent [options]
@@ -104,6 +124,8 @@ export const AGENT_USAGE = `usage: kpiflow agent [options]
   --per-packet              also run a probe on every received segment, so profiles carry the
                             out-of-order distance (meanReorderingDistance, varReorderingDistance);
                             off by default: it costs CPU per packet
+  --netns NAME|PATH|INODE   live: follow only this network namespace (an \`ip netns\` name, a
+                            netns file such as /proc/PID/ns/net, or its inode); default: all
   --metrics H:P|off         serve Prometheus /metrics (default off)
   --spool-dir DIR           keep profiles on disk while the collector is down (default: memory only)
   --spool-max SIZE          largest spool, e.g. 64M (default 64M); the oldest profiles go first
@@ -256,6 +278,7 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       throw bad(name('ringSize'), `${n} bytes is not a power of two from 64K to 1G`);
     c.ringBytes = n;
   }
+  if (has('netns')) c.netns = netnsInode(name('netns'), str(name('netns'), merged['netns']));
   c.perPacket = flags['per-packet'] === true || file['perPacket'] === true;
   if (has('metrics')) c.metrics = parseHostPort(name('metrics'), merged['metrics']);
   if (has('spoolDir'))
@@ -294,6 +317,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
       name(c.tlsCert ? 'tlsKey' : 'tlsCert'),
       'a client certificate needs both --tls-cert and --tls-key',
     );
+  if (c.netns !== null && c.source.kind !== 'live')
+    throw bad(name('netns'), 'filters the live source only (a replay holds what was recorded)');
   if (c.record !== null && c.source.kind !== 'live')
     throw bad(name('record'), 'records the live source only (a replay is already a file)');
   if (c.localNet !== null && c.source.kind !== 'pcap')

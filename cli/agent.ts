@@ -77,6 +77,7 @@ export async function runAgent(argv: string[]): Promise<number> {
         loaderOptions: {
           ...(config.ringBytes === null ? {} : { ringBytes: config.ringBytes }),
           perPacket: config.perPacket,
+          ...(config.netns === null ? {} : { netns: config.netns }),
         },
       });
       if (config.record !== null) {

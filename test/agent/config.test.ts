@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -54,6 +54,18 @@ describe('agent options', () => {
     assert.equal(both.perPacket, false, 'the per-packet probe is opt-in');
     assert.equal(parseAgentArgs(['--per-packet']).perPacket, true);
     assert.throws(() => parseAgentArgs(['--per-packet=yes']), { code: 'AGT_ERR_CONFIG' });
+    // --netns: an inode as is, a netns file by its inode (ground truth: the file system's stat).
+    assert.equal(both.netns, null, 'every namespace by default');
+    assert.equal(parseAgentArgs(['--netns', '4026531840']).netns, 4026531840);
+    assert.equal(parseAgentArgs(['--netns', '/proc/self/ns/net']).netns, statSync('/proc/self/ns/net').ino);
+    assert.throws(() => parseAgentArgs(['--netns', 'no-such-namespace-kpiflow']), {
+      code: 'AGT_ERR_CONFIG',
+      message: /--netns: "no-such-namespace-kpiflow" is no network namespace/,
+    });
+    assert.throws(() => parseAgentArgs(['--source', 'pcap:x.pcap', '--netns', '1']), {
+      code: 'AGT_ERR_CONFIG',
+      message: /--netns: filters the live source only/,
+    });
   });
 
   it('every bad value is refused with a message naming the option where it came from', () => {

@@ -241,6 +241,23 @@ const SCENARIOS: Record<string, Scenario> = {
       return { ...pre, bytesAckedAtEnd: done['bytes_acked'] };
     },
   },
+  'concurrent-1000': {
+    // The live test's ring size: a burst of 1000 connections must not lose events.
+    args: ['--ring-size', '64M'],
+    async run({ a: client, b: server }, peers) {
+      const n = 1000;
+      const port = 5007;
+      const srv = startPeer(server, ['many-server', server.ipv4, port, n]);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startPeer(client, ['many-client', server.ipv4, port, n]);
+      peers.push(cli);
+      await cli.phase('connecting');
+      const done = await cli.phase('done', 60_000);
+      await srv.phase('done', 30_000);
+      return { connections: done['done'], replies: done['replies'], errors: done['errors'] };
+    },
+  },
 };
 
 /** Records one scenario into `out/<name>/`. */
