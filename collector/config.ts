@@ -52,7 +52,7 @@ export const COLLECTOR_DEFAULTS: CollectorConfig = {
   db: 'kpiflow.db',
   store: 'sqlite',
   sqliteSync: 'normal',
-  sqliteLayout: 'rows',
+  sqliteLayout: 'blocks',
   clickhouseUrl: null,
   retentionMs: 30 * 86_400_000,
   apiToken: null,
