@@ -144,7 +144,12 @@ describe('live probes', { concurrency: false }, () => {
         // Handshake timing from the probes' own state.
         const est = cev.find((e) => e.kind === EVENT_KIND.activeEstablished)!;
         assert.ok(est.ancillary.synNs > 0n && est.ancillary.synNs <= est.tsNs);
-        assert.equal(est.ancillary.synRetrans, 0);
+        // No loss is made here, but a loaded machine can still lose or delay a SYN: the kernel's
+        // retransmission count (which includes SYN retransmissions) bounds what the probes saw.
+        assert.ok(
+          est.ancillary.synRetrans <= Number(done['total_retrans']),
+          `${est.ancillary.synRetrans} SYN retransmissions, kernel total_retrans ${done['total_retrans']}`,
+        );
         const pest = sev.find((e) => e.kind === EVENT_KIND.passiveEstablished)!;
         assert.ok(
           pest.ancillary.synNs > 0n && pest.ancillary.synNs <= pest.tsNs,
