@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type CollectorProcess, KPIFLOW, type Metrics, parseMetrics } from '../helpers/collector-process.js';
+import { startPythonPeer } from '../helpers/json-peer.js';
 import { type NetnsHost, requireRoot } from '../helpers/netns.js';
 import { IN_CI, requireTools } from '../helpers/tools.js';
 
@@ -55,54 +56,15 @@ export interface Peer {
   kill(): void;
 }
 
-/** Starts peer.py inside `host`. */
+/** Starts peer.py inside `host` (the JSON-line peer machinery of test/helpers/json-peer.ts). */
 export function startPeer(host: NetnsHost, args: (string | number)[]): Peer {
-  const proc = host.spawn('python3', [PEER, ...args.map(String)]);
-  const lines: PeerLine[] = [];
-  const waiters: (() => void)[] = [];
-  let exited = false;
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => {
-    stderr += d.toString();
-  });
-  createInterface({ input: proc.stdout! }).on('line', (l) => {
-    lines.push(JSON.parse(l) as PeerLine);
-    for (const w of waiters.splice(0)) w();
-  });
-  // 'close', not 'exit': the last lines printed may still be in the pipe when the process exits.
-  proc.on('close', () => {
-    exited = true;
-    for (const w of waiters.splice(0)) w();
-  });
+  const p = startPythonPeer(host, PEER, args);
   return {
-    proc,
-    phase(name, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const timer = setTimeout(
-          () => reject(new Error(`peer ${args.join(' ')}: no ${name} within ${timeoutMs} ms; ${stderr}`)),
-          timeoutMs,
-        );
-        const check = () => {
-          const hit = lines.find((l) => l.phase === name);
-          if (hit) {
-            clearTimeout(timer);
-            resolve(hit);
-          } else if (exited) {
-            clearTimeout(timer);
-            reject(new Error(`peer ${args.join(' ')} exited before ${name}: ${stderr}`));
-          } else {
-            waiters.push(check);
-          }
-        };
-        check();
-      });
-    },
-    release() {
-      if (!exited) proc.stdin?.write('\n');
-    },
-    kill() {
-      if (!exited) proc.kill('SIGKILL');
-    },
+    proc: p.proc,
+    // Live transfers on a loaded machine take longer than the probe tests' peers.
+    phase: (name, timeoutMs = 30_000) => p.phase(name, timeoutMs) as Promise<PeerLine>,
+    release: () => p.release(),
+    kill: () => p.kill(),
   };
 }
 
