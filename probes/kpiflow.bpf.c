@@ -379,6 +379,13 @@ int kf_sockops(struct bpf_sock_ops *skops)
 		break;
 	case BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB:
 		bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KF_CB_FLAGS);
+		/*
+		 * Before the handshake completes, total_retrans counts SYNs actually resent. An RTO
+		 * in SYN_SENT resends nothing while the first SYN is still queued in the host (e.g.
+		 * waiting for neighbour discovery), so the kernel's count replaces the RTO count.
+		 */
+		if (st)
+			st->anc.syn_retrans = skops->total_retrans;
 		kind = KF_EV_ACTIVE_ESTABLISHED;
 		break;
 	case BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB:
