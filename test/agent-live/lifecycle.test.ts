@@ -22,6 +22,7 @@ import {
   sum,
   transitions,
 } from './live-harness.js';
+import { LIVE_SCENARIOS } from './scenarios.js';
 
 /** Runs `fn` with a fresh namespace pair and the peers it starts, all removed afterwards. */
 async function scenario(fn: (pair: NetnsPair, peers: Peer[]) => Promise<void>): Promise<void> {
@@ -119,52 +120,24 @@ describe('the live agent with many connections, and with connections older than 
     await withCollector({}, async (collector) => {
       let agent: AgentProcess | null = null;
       try {
-        await scenario(async ({ a: client, b: server }, peers) => {
-          const port = 5008;
-          const gate = 100_000;
-          // 64 KiB every 50 ms for about 6 s: three active timeouts of 2 s.
-          const send = 65536 * 120;
-          const srv = startPeer(server, ['server', server.ipv4, port, 1, '--expect', gate + send]);
-          peers.push(srv);
-          await srv.phase('listening');
-          const cli = startPeer(client, [
-            'client',
-            server.ipv4,
-            port,
-            send,
-            1,
-            '--gate',
-            gate,
-            '--chunk',
-            65536,
-            '--interval',
-            50,
-          ]);
-          peers.push(cli);
-          const cport = Number((await cli.phase('connected'))['local_port']);
-          // Established and idle, everything acknowledged: its counters stay as TCP_INFO says.
-          const before = await cli.phase('gated');
+        await scenario(async (pair, peers) => {
+          const sc = LIVE_SCENARIOS['adopted-active-timeout']!;
+          // The connection is open and idle before the agent starts.
+          const pre = await sc.before!(pair, peers);
           agent = await AgentProcess.start([
             '--export',
             `tcp://127.0.0.1:${collector.tcp.port}`,
             '--flush-interval',
             '50ms',
-            // Headroom for bursts of events from the rest of the host (see the report in docs).
-            '--ring-size',
-            '64M',
-            '--active-timeout',
-            '2',
             // A busy host (benchmarks running alongside) can fill the default 4 MiB ring in a second.
             '--ring-size',
             '64M',
+            ...(sc.args ?? []),
           ]);
           // 'agent started' comes after the start-up scan that adopted the connection.
-          cli.release();
-          const after = await cli.phase('done', 60_000);
-          cli.release();
-          await cli.phase('closed');
-          await srv.phase('done');
-          const prof = await connectionProfiles(collector, client.ipv4, cport);
+          const f = await sc.run(pair, peers, pre);
+          const send = Number(f['send']);
+          const prof = await connectionProfiles(collector, pair.a.ipv4, Number(f['clientPort']));
           const tr = transitions(prof);
           assert.equal(prof[0]!.startState, 'ESTABLISHED', 'adopted: no handshake profile');
           assert.ok(!tr.some((x) => x.startsWith('NEW')), tr.join(' '));
@@ -179,15 +152,15 @@ describe('the live agent with many connections, and with connections older than 
           }
           // Since adoption: exactly what the kernel counted between the two TCP_INFO readings,
           // which is what the application sent after the gate.
-          const acked = Number(after['bytes_acked']) - Number(before['bytes_acked']);
+          const acked = Number(f['bytesAckedAtEnd']) - Number(f['bytesAckedAtGate']);
           assert.equal(acked, send);
           assert.equal(sum(prof, 'transferredOctetTotalCount'), send);
           assert.equal(sum(prof, 'receivedOctetTotalCount'), 1);
           assert.equal(
             sum(prof, 'retransmittedPacketTotalCount'),
-            Number(after['total_retrans']) - Number(before['total_retrans']),
+            Number(f['totalRetransAtEnd']) - Number(f['totalRetransAtGate']),
           );
-          const sprof = await connectionProfiles(collector, server.ipv4, port);
+          const sprof = await connectionProfiles(collector, pair.b.ipv4, Number(f['serverPort']));
           assert.equal(sprof[0]!.startState, 'ESTABLISHED');
           assert.equal(sum(sprof, 'receivedOctetTotalCount'), send);
           const m = await agent.metrics();

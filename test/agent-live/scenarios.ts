@@ -220,8 +220,15 @@ export const LIVE_SCENARIOS: Record<string, LiveScenario> = {
       ]);
       peers.push(cli);
       const cport = Number((await cli.phase('connected'))['local_port']);
+      // Established and idle, everything acknowledged: its counters stay as TCP_INFO says.
       const gated = await cli.phase('gated');
-      return { clientPort: cport, bytesAckedAtGate: gated['bytes_acked'] };
+      return {
+        clientPort: cport,
+        serverPort: port,
+        send,
+        bytesAckedAtGate: gated['bytes_acked'],
+        totalRetransAtGate: gated['total_retrans'],
+      };
     },
     async run(_pair, peers, pre) {
       const [srv, cli] = peers as [Peer, Peer];
@@ -230,7 +237,7 @@ export const LIVE_SCENARIOS: Record<string, LiveScenario> = {
       cli.release();
       await cli.phase('closed');
       await srv.phase('done');
-      return { ...pre, bytesAckedAtEnd: done['bytes_acked'] };
+      return { ...pre, bytesAckedAtEnd: done['bytes_acked'], totalRetransAtEnd: done['total_retrans'] };
     },
   },
   'concurrent-1000': {

@@ -13,6 +13,7 @@ import {
   type ProbeEvent,
   TCP_STATE,
   type TcpCounters,
+  ZERO_COUNTERS,
 } from '../../agent/index.js';
 
 /** Settings of a simulated socket. */
@@ -62,25 +63,8 @@ export class SyntheticSocket {
       mptcpSubflow: options.mptcpSubflow ?? false,
     };
     this.counters = {
-      bytesAcked: 0,
-      bytesReceived: 0,
-      bytesSent: 0,
-      bytesRetrans: 0,
-      segsIn: 0,
-      segsOut: 0,
-      dataSegsIn: 0,
-      dataSegsOut: 0,
-      totalRetrans: 0,
-      srttUs: 0,
-      mdevUs: 0,
-      rcvOoopack: 0,
-      dsackDups: 0,
-      reordSeen: 0,
-      totalRto: 0,
-      totalRtoRecoveries: 0,
-      delivered: 0,
+      ...ZERO_COUNTERS,
       sndCwnd: 10,
-      unackedBytes: 0,
       ...options.counters,
     };
     this.ancillary = {

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { ZERO_COUNTERS } from '../../agent/index.js';
 import { EVENT_KIND, type ProbeEvent } from '../../agent/probe-event.js';
 import { encodeProbeEvent, PROBE_EVENT_SIZE } from '../../agent/probe-event-decoder.js';
 import {
@@ -131,27 +132,7 @@ function event(kind: ProbeEvent['kind'], cookie: bigint): ProbeEvent {
     mptcpSubflow: false,
     arg0: 0,
     arg1: 0,
-    counters: {
-      bytesAcked: 1,
-      bytesReceived: 2,
-      bytesSent: 3,
-      bytesRetrans: 0,
-      segsIn: 0,
-      segsOut: 0,
-      dataSegsIn: 0,
-      dataSegsOut: 0,
-      totalRetrans: 0,
-      srttUs: 0,
-      mdevUs: 0,
-      rcvOoopack: 0,
-      dsackDups: 0,
-      reordSeen: 0,
-      totalRto: 0,
-      totalRtoRecoveries: 0,
-      delivered: 0,
-      sndCwnd: 10,
-      unackedBytes: 0,
-    },
+    counters: { ...ZERO_COUNTERS, bytesAcked: 1, bytesReceived: 2, bytesSent: 3, sndCwnd: 10 },
     ancillary: { synNs: 0n, synRetrans: 0, dupPackets: 0, dupOctets: 0, badChecksums: 0, stalls: 0 },
     missing: [],
   };
