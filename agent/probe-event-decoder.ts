@@ -9,7 +9,7 @@
 import { EVENT_KIND, type EventKind, type ProbeEvent, type TcpCounters } from './probe-event.js';
 
 /** Size in bytes of struct kf_event. */
-export const PROBE_EVENT_SIZE = 232;
+export const PROBE_EVENT_SIZE = 240;
 
 /** Byte offset and size of every field of struct kf_event (nested structs as dotted paths). */
 export const PROBE_EVENT_LAYOUT = {
@@ -25,11 +25,12 @@ export const PROBE_EVENT_LAYOUT = {
   tcp_state: { offset: 58, size: 1 },
   ca_state: { offset: 59, size: 1 },
   flags: { offset: 60, size: 1 },
-  _pad0: { offset: 61, size: 3 },
+  path_index: { offset: 61, size: 1 },
+  _pad0: { offset: 62, size: 2 },
   missing: { offset: 64, size: 4 },
   arg0: { offset: 68, size: 4 },
   arg1: { offset: 72, size: 4 },
-  _pad1: { offset: 76, size: 4 },
+  mptcp_token: { offset: 76, size: 4 },
   'counters.bytes_acked': { offset: 80, size: 8 },
   'counters.bytes_received': { offset: 88, size: 8 },
   'counters.bytes_sent': { offset: 96, size: 8 },
@@ -60,6 +61,7 @@ export const PROBE_EVENT_LAYOUT = {
   'anc._pad': { offset: 212, size: 4 },
   'anc.ofo_dist_sum': { offset: 216, size: 8 },
   'anc.ofo_dist_sumsq': { offset: 224, size: 8 },
+  mptcp_key: { offset: 232, size: 8 },
 } as const satisfies Record<string, { offset: number; size: number }>;
 
 /** Name of struct kf_event's type in the object's BTF. */
@@ -94,6 +96,10 @@ export const PROBE_COUNTERS: readonly { name: keyof TcpCounters; field: keyof ty
 
 /** kf_event.flags bit: the socket is an MPTCP subflow. */
 export const PROBE_FLAG_MPTCP_SUBFLOW = 1;
+/** kf_event.flags bit: an `mptcp` event (the MPTCP connection, not a TCP socket). */
+export const PROBE_FLAG_MPTCP_META = 2;
+/** kf_event.flags bit: the MPTCP connection was closed by MP_FASTCLOSE. */
+export const PROBE_FLAG_MPTCP_FASTCLOSE = 4;
 
 /** What one batch decoded to. */
 export interface ProbeDecodeResult {
@@ -174,7 +180,8 @@ export function decodeProbeEvent(view: DataView, offset: number): ProbeEvent | n
   const version = view.getUint8(o + L.ip_version.offset);
   if (!KINDS.has(kind) || (version !== 4 && version !== 6)) return null;
   const text = version === 4 ? ipv4 : ipv6;
-  return {
+  const flags = view.getUint8(o + L.flags.offset);
+  const ev: ProbeEvent = {
     kind: kind as EventKind,
     tsNs: view.getBigUint64(o + L.ts_ns.offset, true),
     cookie: view.getBigUint64(o + L.cookie.offset, true),
@@ -186,7 +193,7 @@ export function decodeProbeEvent(view: DataView, offset: number): ProbeEvent | n
     remotePort: view.getUint16(o + L.dport.offset, true),
     tcpState: view.getUint8(o + L.tcp_state.offset),
     caState: view.getUint8(o + L.ca_state.offset),
-    mptcpSubflow: (view.getUint8(o + L.flags.offset) & PROBE_FLAG_MPTCP_SUBFLOW) !== 0,
+    mptcpSubflow: (flags & PROBE_FLAG_MPTCP_SUBFLOW) !== 0,
     arg0: view.getUint32(o + L.arg0.offset, true),
     arg1: view.getUint32(o + L.arg1.offset, true),
     counters: {
@@ -223,6 +230,16 @@ export function decodeProbeEvent(view: DataView, offset: number): ProbeEvent | n
     },
     missing: missingNames(view.getUint32(o + L.missing.offset, true)),
   };
+  // MPTCP only: plain TCP events keep the shape they always had.
+  if ((flags & (PROBE_FLAG_MPTCP_SUBFLOW | PROBE_FLAG_MPTCP_META)) !== 0) {
+    ev.mptcp = {
+      token: view.getUint32(o + L.mptcp_token.offset, true),
+      key: view.getBigUint64(o + L.mptcp_key.offset, true),
+      pathIndex: view.getUint8(o + L.path_index.offset),
+      fastclose: (flags & PROBE_FLAG_MPTCP_FASTCLOSE) !== 0,
+    };
+  }
+  return ev;
 }
 
 /** Decodes a batch of events back to back (ring-buffer batch or iterator output). */
@@ -274,7 +291,15 @@ export function encodeProbeEvent(ev: ProbeEvent): Buffer {
   b[L.ip_version.offset] = ev.ipVersion;
   b[L.tcp_state.offset] = ev.tcpState;
   b[L.ca_state.offset] = ev.caState;
-  b[L.flags.offset] = ev.mptcpSubflow ? PROBE_FLAG_MPTCP_SUBFLOW : 0;
+  b[L.flags.offset] =
+    (ev.mptcpSubflow ? PROBE_FLAG_MPTCP_SUBFLOW : 0) |
+    (ev.kind === EVENT_KIND.mptcp ? PROBE_FLAG_MPTCP_META : 0) |
+    (ev.mptcp?.fastclose ? PROBE_FLAG_MPTCP_FASTCLOSE : 0);
+  if (ev.mptcp) {
+    b[L.path_index.offset] = ev.mptcp.pathIndex;
+    b.writeUInt32LE(ev.mptcp.token, L.mptcp_token.offset);
+    b.writeBigUInt64LE(ev.mptcp.key, L.mptcp_key.offset);
+  }
   let mask = 0;
   PROBE_COUNTERS.forEach((c, i) => {
     if (ev.missing.includes(c.name)) mask |= 1 << i;

@@ -45,6 +45,13 @@ export const EVENT_KIND = {
   snapshot: 12,
   /** The socket is being destroyed (last event of a cookie). */
   destroy: 13,
+  /**
+   * The MPTCP connection (meta socket) of the subflow whose event came just before, at the same
+   * instant: `cookie` is the connection's local key, addresses, ports and `tcpState` are the
+   * meta socket's, `caState` and `mptcp.pathIndex` the subflow's; arg0 = that subflow event's
+   * kind, arg1 = subflows alive now. Its counters are the connection level's (`mptcpCounters`).
+   */
+  mptcp: 14,
 } as const;
 
 /** One of EVENT_KIND's values. */
@@ -117,6 +124,56 @@ export interface AncillaryCounters {
   ofoDistSumSq?: number;
 }
 
+/** What MPTCP subflow events and `mptcp` events carry besides a TCP event's fields. */
+export interface MptcpIdentity {
+  /** Token of the MPTCP connection (0 until the kernel chose it). */
+  token: number;
+  /** Local key of the MPTCP connection (0 until the kernel chose it): its flowId derives from it. */
+  key: bigint;
+  /** The subflow's id in its connection (1: the initial subflow, then 2, 3, ...): pathIndex. */
+  pathIndex: number;
+  /** `mptcp` events: the connection was closed by MP_FASTCLOSE. */
+  fastclose: boolean;
+}
+
+/** The counters of an `mptcp` event, by their meaning (probes/kpiflow-event.h). */
+export interface MptcpCounters {
+  /** Connection-level bytes acked by the peer (data sequence space: a DATA_FIN counts 1). */
+  bytesAcked: number;
+  /** Connection-level bytes received in order. */
+  bytesReceived: number;
+  /** Connection-level bytes sent (first transmissions). */
+  bytesSent: number;
+  /** Bytes reinjected by the MPTCP retransmission timer (retransmitted at connection level). */
+  bytesRetrans: number;
+  /** The meta socket's receive buffer (sk_rcvbuf), bytes: a level, not a counter. */
+  rcvBuf: number;
+  /** Subflows the connection created so far. */
+  subflowsCreated: number;
+  /** Subflows alive now. */
+  subflowsAlive: number;
+  /** Subflow RTOs while the connection level had data unacknowledged (head-of-line stalls). */
+  holStalls: number;
+  /** Connection-level bytes not yet acknowledged. */
+  unackedBytes: number;
+}
+
+/** The connection-level counters of an `mptcp` event. */
+export function mptcpCounters(ev: ProbeEvent): MptcpCounters {
+  const c = ev.counters;
+  return {
+    bytesAcked: c.bytesAcked,
+    bytesReceived: c.bytesReceived,
+    bytesSent: c.bytesSent,
+    bytesRetrans: c.bytesRetrans,
+    rcvBuf: c.segsIn,
+    subflowsCreated: c.segsOut,
+    subflowsAlive: ev.arg1,
+    holStalls: ev.ancillary.stalls,
+    unackedBytes: c.unackedBytes,
+  };
+}
+
 /** One decoded probe event. */
 export interface ProbeEvent {
   kind: EventKind;
@@ -145,4 +202,6 @@ export interface ProbeEvent {
   ancillary: AncillaryCounters;
   /** Names of TcpCounters fields this kernel cannot provide (CO-RE field checks failed). */
   missing: readonly (keyof TcpCounters)[];
+  /** MPTCP subflow events and `mptcp` events only. */
+  mptcp?: MptcpIdentity;
 }

@@ -22,6 +22,11 @@ enum kf_event_kind {
 	KF_EV_RESET_RECEIVED = 11,
 	KF_EV_SNAPSHOT = 12,
 	KF_EV_DESTROY = 13,
+	/*
+	 * The MPTCP connection (struct mptcp_sock) of the subflow whose event precedes this one in
+	 * the ring: same instant, counters of the connection level (struct kf_event comment).
+	 */
+	KF_EV_MPTCP = 14,
 };
 
 /* Bits of kf_event.missing, one per kf_tcp_counters field in TcpCounters order. */
@@ -50,6 +55,10 @@ enum kf_missing_bit {
 /* Bits of kf_event.flags. */
 enum kf_event_flag {
 	KF_FLAG_MPTCP_SUBFLOW = 1 << 0,
+	/* A KF_EV_MPTCP event: the MPTCP connection, not a TCP socket. */
+	KF_FLAG_MPTCP_META = 1 << 1,
+	/* The MPTCP connection was closed by MP_FASTCLOSE (sent or received): an abort. */
+	KF_FLAG_MPTCP_FASTCLOSE = 1 << 2,
 };
 
 /* Indexes of the per-CPU statistics array kf_stats. */
@@ -105,7 +114,25 @@ struct kf_ancillary {
 	__u64 ofo_dist_sumsq;
 };
 
-/* One event. Addresses are in network order; IPv4 uses the first 4 bytes, the rest is zero. */
+/*
+ * One event. Addresses are in network order; IPv4 uses the first 4 bytes, the rest is zero.
+ *
+ * MPTCP subflows (KF_FLAG_MPTCP_SUBFLOW) also carry path_index (the kernel's subflow id in its
+ * connection: 1 for the initial subflow, then 2, 3, ... in order of creation), and the token
+ * and local key of their MPTCP connection (0 until the kernel chose them). Plain TCP leaves
+ * the three zero.
+ *
+ * A KF_EV_MPTCP event describes the MPTCP connection (the meta socket) instead: cookie and
+ * mptcp_key are its local key, addresses, ports, netns and tcp_state are the meta socket's,
+ * ca_state and path_index those of the subflow whose event came just before (arg0 is that
+ * event's kind), arg1 the subflows alive now. Its counters mean: bytes_acked, bytes_received,
+ * bytes_sent, bytes_retrans the connection level's (data sequence space; bytes_retrans are the
+ * bytes reinjected by the MPTCP retransmission timer), segs_in the meta socket's receive
+ * buffer (sk_rcvbuf, bytes), segs_out the subflows created so far, total_retrans the meta
+ * socket's icsk_retransmits, unacked_bytes the connection level's snd_nxt - snd_una; anc.stalls
+ * the head-of-line stalls (subflow RTOs while the connection level had data unacknowledged);
+ * every other counter is 0.
+ */
 struct kf_event {
 	__u64 ts_ns; /* bpf_ktime_get_ns() */
 	__u64 cookie; /* socket cookie */
@@ -119,13 +146,15 @@ struct kf_event {
 	__u8 tcp_state; /* TCP_* */
 	__u8 ca_state; /* TCP_CA_* */
 	__u8 flags; /* enum kf_event_flag */
-	__u8 _pad0[3];
+	__u8 path_index; /* MPTCP subflow id */
+	__u8 _pad0[2];
 	__u32 missing; /* enum kf_missing_bit */
 	__u32 arg0;
 	__u32 arg1;
-	__u32 _pad1;
+	__u32 mptcp_token; /* MPTCP connection token */
 	struct kf_tcp_counters counters;
 	struct kf_ancillary anc;
+	__u64 mptcp_key; /* MPTCP connection local key */
 };
 
 #endif /* KPIFLOW_EVENT_H */

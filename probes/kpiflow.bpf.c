@@ -92,6 +92,31 @@ struct {
 	__type(value, __u64);
 } kf_syn_rx SEC(".maps");
 
+/*
+ * MPTCP connection state the probes keep themselves, keyed by the connection's local key: the
+ * meta socket is not a tcp_sock, and tracing programs reach it only through an untrusted
+ * pointer, which socket storage refuses. Touched only on RTOs of MPTCP subflows; LRU-bounded.
+ */
+struct kf_msk_state {
+	__u32 hol_stalls;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct kf_msk_state);
+} kf_msk SEC(".maps");
+
+/* The MPTCP connection snapshot the iterator writes after a subflow's (not on its stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kf_event);
+} kf_iter_scratch SEC(".maps");
+
 /* Scratch space of the per-packet program (too big for its stack next to other locals). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -138,11 +163,9 @@ static __always_inline bool kf_v4mapped(const __u32 *a)
 	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0x0000ffff);
 }
 
-/* Addresses, ports, namespace and states. */
-static __always_inline void kf_fill_identity(struct kf_event *e, const struct sock *sk)
+/* Addresses, ports, namespace and state of any inet socket (a TCP one, or an MPTCP one). */
+static __always_inline void kf_fill_addresses(struct kf_event *e, const struct sock *sk)
 {
-	const struct inet_connection_sock *icsk = (const void *)sk;
-	const struct tcp_sock *tp = (const void *)sk;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	__u32 s6[4], d6[4];
 
@@ -165,9 +188,54 @@ static __always_inline void kf_fill_identity(struct kf_event *e, const struct so
 	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	e->netns = kf_netns(sk);
 	e->tcp_state = BPF_CORE_READ(sk, __sk_common.skc_state);
+}
+
+/* The MPTCP connection (meta socket) of a subflow, or NULL. */
+static __always_inline const struct mptcp_sock *kf_msk_of(const struct sock *ssk)
+{
+	const struct inet_connection_sock *icsk = (const void *)ssk;
+	const struct mptcp_subflow_context *sf = BPF_CORE_READ(icsk, icsk_ulp_data);
+
+	if (!sf)
+		return NULL;
+	return (const void *)BPF_CORE_READ(sf, conn);
+}
+
+/* A subflow's path index and its connection's token and key (MPTCP subflows only). */
+static __always_inline void kf_fill_subflow(struct kf_event *e, const struct sock *ssk)
+{
+	const struct inet_connection_sock *icsk = (const void *)ssk;
+	const struct mptcp_subflow_context *sf = BPF_CORE_READ(icsk, icsk_ulp_data);
+	const struct mptcp_sock *msk;
+	__u32 id;
+
+	if (!sf)
+		return;
+	/* subflow_id (6.7+) numbers the subflows of a connection; older kernels: the local id. */
+	if (bpf_core_field_exists(sf->subflow_id))
+		id = BPF_CORE_READ(sf, subflow_id);
+	else
+		id = BPF_CORE_READ(sf, local_id);
+	e->path_index = id > 255 ? 255 : id;
+	msk = (const void *)BPF_CORE_READ(sf, conn);
+	if (!msk)
+		return;
+	e->mptcp_token = BPF_CORE_READ(msk, token);
+	e->mptcp_key = BPF_CORE_READ(msk, local_key);
+}
+
+/* Addresses, ports, namespace and states of a TCP socket; an MPTCP subflow's connection. */
+static __always_inline void kf_fill_identity(struct kf_event *e, const struct sock *sk)
+{
+	const struct inet_connection_sock *icsk = (const void *)sk;
+	const struct tcp_sock *tp = (const void *)sk;
+
+	kf_fill_addresses(e, sk);
 	e->ca_state = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
-	if (bpf_core_field_exists(tp->is_mptcp) && BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp))
+	if (bpf_core_field_exists(tp->is_mptcp) && BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp)) {
 		e->flags |= KF_FLAG_MPTCP_SUBFLOW;
+		kf_fill_subflow(e, sk);
+	}
 }
 
 /*
@@ -235,10 +303,147 @@ static __always_inline void kf_fill(struct kf_event *e, const struct sock *sk, _
 		e->dport = st->dport;
 }
 
+/* What a subflow's event hands to the MPTCP connection event that follows it. */
+struct kf_subflow_ref {
+	__u64 ts_ns;
+	__u64 key;
+	__u32 token;
+	__u8 kind;
+	__u8 path_index;
+	__u8 ca_state;
+	__u8 mptcp;
+};
+
+static __always_inline void kf_subflow_ref(struct kf_subflow_ref *r, const struct kf_event *e)
+{
+	r->mptcp = (e->flags & KF_FLAG_MPTCP_SUBFLOW) && e->mptcp_key;
+	r->ts_ns = e->ts_ns;
+	r->key = e->mptcp_key;
+	r->token = e->mptcp_token;
+	r->kind = e->kind;
+	r->path_index = e->path_index;
+	r->ca_state = e->ca_state;
+}
+
+/* Subflows of an MPTCP connection alive now: the joined ones plus the initial one if open. */
+static __always_inline __u32 kf_msk_subflows(const struct mptcp_sock *msk)
+{
+	const struct sock *first = BPF_CORE_READ(msk, first);
+	__u32 n = 0;
+
+	if (bpf_core_field_exists(msk->pm.extra_subflows))
+		n = BPF_CORE_READ(msk, pm.extra_subflows);
+	if (first && BPF_CORE_READ(first, __sk_common.skc_state) != TCP_CLOSE)
+		n++;
+	return n;
+}
+
+/*
+ * The MPTCP connection of subflow `ssk` into `e` (KF_EV_MPTCP; layout in kpiflow-event.h).
+ * Returns false when the subflow has no connection (anymore).
+ */
+static __always_inline bool kf_fill_mptcp(struct kf_event *e, const struct sock *ssk,
+					  const struct kf_subflow_ref *r)
+{
+	const struct mptcp_sock *msk = kf_msk_of(ssk);
+	const struct sock *sk = (const void *)msk;
+	struct kf_msk_state *ms;
+	__u64 una, nxt;
+	__u32 created;
+
+	if (!msk)
+		return false;
+	e->ts_ns = r->ts_ns;
+	e->cookie = r->key;
+	e->kind = KF_EV_MPTCP;
+	kf_fill_addresses(e, sk);
+	e->ca_state = r->ca_state;
+	e->flags = KF_FLAG_MPTCP_META;
+	if (BPF_CORE_READ(msk, rcv_fastclose) || (bpf_core_field_exists(msk->fastclosing) &&
+						  BPF_CORE_READ_BITFIELD_PROBED(msk, fastclosing)))
+		e->flags |= KF_FLAG_MPTCP_FASTCLOSE;
+	e->path_index = r->path_index;
+	e->mptcp_token = r->token;
+	e->mptcp_key = r->key;
+	e->arg0 = r->kind;
+	e->arg1 = kf_msk_subflows(msk);
+	e->counters.bytes_acked = BPF_CORE_READ(msk, bytes_acked);
+	e->counters.bytes_received = BPF_CORE_READ(msk, bytes_received);
+	e->counters.bytes_sent = BPF_CORE_READ(msk, bytes_sent);
+	if (bpf_core_field_exists(msk->bytes_retrans))
+		e->counters.bytes_retrans = BPF_CORE_READ(msk, bytes_retrans);
+	else
+		e->missing |= KF_MISSING_BYTES_RETRANS;
+	e->counters.segs_in = BPF_CORE_READ(sk, sk_rcvbuf);
+	if (bpf_core_field_exists(msk->subflow_id)) {
+		created = BPF_CORE_READ(msk, subflow_id);
+		e->counters.segs_out = created ? created - 1 : 0;
+	} else {
+		e->missing |= KF_MISSING_SEGS_OUT;
+	}
+	e->counters.total_retrans = BPF_CORE_READ(msk, sk.icsk_retransmits);
+	una = BPF_CORE_READ(msk, snd_una);
+	nxt = BPF_CORE_READ(msk, snd_nxt);
+	e->counters.unacked_bytes = nxt - una > 0xffffffff ? 0xffffffff : nxt - una;
+	ms = bpf_map_lookup_elem(&kf_msk, &r->key);
+	if (ms)
+		e->anc.stalls = ms->hol_stalls;
+	return true;
+}
+
+/* Emits the MPTCP connection event that follows an MPTCP subflow's event. */
+static __always_inline void kf_emit_mptcp(const struct sock *ssk, const struct kf_subflow_ref *r)
+{
+	struct kf_event *e;
+
+	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
+	if (!e) {
+		kf_stat_add(KF_STAT_LOST, 1);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	if (!kf_fill_mptcp(e, ssk, r)) {
+		bpf_ringbuf_discard(e, 0);
+		return;
+	}
+	bpf_ringbuf_submit(e, 0);
+	kf_stat_add(KF_STAT_EVENTS, 1);
+}
+
+/*
+ * A subflow RTO with data outstanding: when its connection also has data unacknowledged at the
+ * connection level, in-order delivery waits behind this subflow (until the data is reinjected
+ * or recovered). This kernel has no hook on the connection-level retransmission timer, so this
+ * is kpiflow's head-of-line stall.
+ */
+static __always_inline void kf_mptcp_rto(const struct sock *ssk)
+{
+	const struct tcp_sock *tp = (const void *)ssk;
+	const struct mptcp_sock *msk;
+	struct kf_msk_state init = {}, *ms;
+	__u64 key;
+
+	if (!bpf_core_field_exists(tp->is_mptcp) || !BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp))
+		return;
+	msk = kf_msk_of(ssk);
+	if (!msk || BPF_CORE_READ(msk, snd_una) == BPF_CORE_READ(msk, snd_nxt))
+		return;
+	key = BPF_CORE_READ(msk, local_key);
+	ms = bpf_map_lookup_elem(&kf_msk, &key);
+	if (!ms) {
+		bpf_map_update_elem(&kf_msk, &key, &init, BPF_NOEXIST);
+		ms = bpf_map_lookup_elem(&kf_msk, &key);
+		if (!ms)
+			return;
+	}
+	__sync_fetch_and_add(&ms->hol_stalls, 1);
+}
+
 /* Reserves, fills and submits one event; a full ring is counted, never waited for. */
 static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 kind, __u32 arg0,
 				    __u32 arg1, struct kf_sk_state *st)
 {
+	struct kf_subflow_ref ref;
 	struct kf_event *e;
 
 	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
@@ -249,8 +454,12 @@ static __always_inline void kf_emit(const struct sock *sk, __u64 cookie, __u8 ki
 	/* Reserved memory is not zeroed: padding and absent fields must be. */
 	__builtin_memset(e, 0, sizeof(*e));
 	kf_fill(e, sk, cookie, kind, arg0, arg1, st);
+	kf_subflow_ref(&ref, e);
 	bpf_ringbuf_submit(e, 0);
 	kf_stat_add(KF_STAT_EVENTS, 1);
+	/* Plain TCP stops here: the flag was read for the event anyway. */
+	if (ref.mptcp)
+		kf_emit_mptcp(sk, &ref);
 }
 
 /* The socket's state, created on first use (NULL only when memory is short). */
@@ -285,6 +494,7 @@ static __always_inline bool kf_state_wanted(int newstate)
 static __always_inline void kf_emit_state(const struct sock *sk, __u64 cookie, int oldstate,
 					  int newstate, struct kf_sk_state *st)
 {
+	struct kf_subflow_ref ref;
 	struct kf_event *e;
 
 	e = bpf_ringbuf_reserve(&kf_events, sizeof(*e), 0);
@@ -296,10 +506,13 @@ static __always_inline void kf_emit_state(const struct sock *sk, __u64 cookie, i
 	kf_fill(e, sk, cookie, KF_EV_STATE, oldstate, newstate, st);
 	/* The tracepoint runs before the store: report the state being entered. */
 	e->tcp_state = newstate;
+	kf_subflow_ref(&ref, e);
 	bpf_ringbuf_submit(e, 0);
 	kf_stat_add(KF_STAT_EVENTS, 1);
 	if (st && newstate == TCP_CLOSE)
 		st->close_sent = 1;
+	if (ref.mptcp)
+		kf_emit_mptcp(sk, &ref);
 }
 
 /* Emits from a tracing program, where the socket is a BTF pointer. */
@@ -410,6 +623,7 @@ int kf_sockops(struct bpf_sock_ops *skops)
 					__sync_fetch_and_add(&st->anc.syn_retrans, 1);
 			} else if (skops->snd_nxt != skops->snd_una) {
 				__sync_fetch_and_add(&st->anc.stalls, 1);
+				kf_mptcp_rto(sk);
 			}
 		}
 		kf_emit(sk, bpf_get_socket_cookie(skops), KF_EV_RTO, skops->args[0],
@@ -450,6 +664,7 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 {
 	const struct inet_connection_sock *icsk = (const void *)sk;
 	__u8 old = BPF_CORE_READ_BITFIELD_PROBED(icsk, icsk_ca_state);
+	struct kf_subflow_ref ref;
 	struct kf_event *e;
 
 	if (old == ca_state || !kf_tcp_fullsock(sk) || !kf_netns_ok(sk))
@@ -463,8 +678,11 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 	kf_fill(e, sk, bpf_get_socket_cookie(sk), KF_EV_CONG_STATE, old, ca_state, kf_state_of(sk));
 	/* The tracepoint runs before the store: report the state being entered. */
 	e->ca_state = ca_state;
+	kf_subflow_ref(&ref, e);
 	bpf_ringbuf_submit(e, 0);
 	kf_stat_add(KF_STAT_EVENTS, 1);
+	if (ref.mptcp)
+		kf_emit_mptcp(sk, &ref);
 	return 0;
 }
 
@@ -570,8 +788,10 @@ SEC("iter/tcp")
 int kf_iter_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
+	struct kf_subflow_ref ref;
 	struct kf_sk_state *st;
-	struct kf_event e = {};
+	struct kf_event e = {}, *m;
+	__u32 zero = 0;
 	struct tcp_sock *tp;
 	struct sock *sk;
 	int flags;
@@ -600,6 +820,16 @@ int kf_iter_tcp(struct bpf_iter__tcp *ctx)
 	}
 	kf_fill(&e, sk, bpf_get_socket_cookie(tp), KF_EV_SNAPSHOT, state, 0, st);
 	bpf_seq_write(ctx->meta->seq, &e, sizeof(e));
+	kf_subflow_ref(&ref, &e);
+	if (!ref.mptcp)
+		return 0;
+	/* An MPTCP subflow: its connection's snapshot follows, as in the ring. */
+	m = bpf_map_lookup_elem(&kf_iter_scratch, &zero);
+	if (!m)
+		return 0;
+	__builtin_memset(m, 0, sizeof(*m));
+	if (kf_fill_mptcp(m, sk, &ref))
+		bpf_seq_write(ctx->meta->seq, m, sizeof(*m));
 	return 0;
 }
 

@@ -47,6 +47,7 @@ function sample(over: Partial<ProbeEvent> = {}): ProbeEvent {
       ofoDistSumSq: 2 ** 50 + 8,
     },
     missing: ['totalRto', 'totalRtoRecoveries'],
+    mptcp: { token: 0xdeadbeef, key: 2n ** 63n + 5n, pathIndex: 2, fastclose: false },
     ...over,
   };
 }
@@ -106,6 +107,29 @@ describe('probe event decoder', () => {
         ofoDistSumSq: 2 ** 40,
       },
       missing: ['totalRto'],
+    });
+  });
+
+  it('decodes the MPTCP fields of a subflow and of a connection event, and none for plain TCP', () => {
+    const L = PROBE_EVENT_LAYOUT;
+    const b = encodeProbeEvent(sample({ mptcpSubflow: false, mptcp: undefined }));
+    assert.equal(decodeProbeEvent(new DataView(b.buffer, b.byteOffset, b.length), 0)!.mptcp, undefined);
+    const m = encodeProbeEvent(
+      sample({
+        kind: EVENT_KIND.mptcp,
+        mptcpSubflow: false,
+        mptcp: { token: 7, key: 9n, pathIndex: 3, fastclose: true },
+      }),
+    );
+    assert.equal(m[L.flags.offset], 2 | 4);
+    assert.equal(m[L.path_index.offset], 3);
+    assert.equal(m.readUInt32LE(L.mptcp_token.offset), 7);
+    assert.equal(m.readBigUInt64LE(L.mptcp_key.offset), 9n);
+    assert.deepEqual(decodeProbeEvent(new DataView(m.buffer, m.byteOffset, m.length), 0)!.mptcp, {
+      token: 7,
+      key: 9n,
+      pathIndex: 3,
+      fastclose: true,
     });
   });
 

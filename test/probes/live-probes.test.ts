@@ -300,7 +300,7 @@ describe('live probes', { concurrency: false }, () => {
     }
   });
 
-  it('flags the subflows of an MPTCP connection and reports nothing for its meta socket', async (t) => {
+  it('flags the subflows of an MPTCP connection and follows each of their events with one of its meta socket', async (t) => {
     if (!requireRoot(t)) return;
     const { a: client, b: server } = pair!;
     const port = 5050;
@@ -318,15 +318,26 @@ describe('live probes', { concurrency: false }, () => {
       const evs = ofSocket(log!, client, cport);
       assert.ok(evs.some((e) => e.kind === EVENT_KIND.connect));
       assert.ok(evs.some((e) => e.kind === EVENT_KIND.activeEstablished));
-      assert.ok(evs.every((e) => e.mptcpSubflow));
-      // The meta socket is not a TCP socket: every event of this port pair is a subflow's.
+      const subflows = evs.filter((e) => e.kind !== EVENT_KIND.mptcp);
+      assert.ok(subflows.every((e) => e.mptcpSubflow && e.mptcp!.pathIndex === 1));
+      // Every event of this port pair is a subflow's or its connection's (meta socket).
       const pairEvents = log!.filter(
         (e) =>
           (e.netns === client.inode && e.remotePort === port) ||
           (e.netns === server.inode && e.localPort === port),
       );
-      assert.ok(pairEvents.length > 0 && pairEvents.every((e) => e.mptcpSubflow));
-      assert.ok(evs.at(-1)!.counters.bytesReceived >= 100_000);
+      assert.ok(
+        pairEvents.length > 0 && pairEvents.every((e) => e.mptcpSubflow || e.kind === EVENT_KIND.mptcp),
+      );
+      assert.ok(subflows.at(-1)!.counters.bytesReceived >= 100_000);
+      // The connection's events: its key ties them to the subflow; its bytes are the data level's.
+      const key = subflows.at(-1)!.mptcp!.key;
+      assert.notEqual(key, 0n);
+      const metas = log!.filter(
+        (e) => e.kind === EVENT_KIND.mptcp && e.netns === client.inode && e.cookie === key,
+      );
+      assert.ok(metas.length > 0);
+      assert.equal(metas.at(-1)!.counters.bytesReceived, 100_000);
     } finally {
       cli?.kill();
       srv.kill();
