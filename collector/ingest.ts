@@ -17,9 +17,11 @@ import {
   type SessionInfo,
   type Transport,
 } from '../ipfix/index.js';
+import { columnDecoder } from './profile-columns.js';
 import { profileRowBuilder } from './profile-row.js';
 import { isProfileTemplate } from './profile-schema.js';
-import type { ExporterDelta, FlowRow, IngestBatch, ProfileRow, Store } from './store/types.js';
+import { type PackedBatch, type TableBuilder, tablePackers } from './store/packed-batch.js';
+import type { ExporterDelta, FlowRow, Store } from './store/types.js';
 
 /** Ingest settings. */
 export interface IngestOptions {
@@ -36,6 +38,11 @@ export interface IngestOptions {
   maxPendingRows?: number;
   /** UDP template lifetime, ms. Default 30 min. */
   templateLifetimeMs?: number;
+  /**
+   * Read profile data sets straight into columns where the template allows (profile-columns.ts).
+   * Default true; false decodes every record into an object first (the generic path).
+   */
+  columnar?: boolean;
   clock?: () => number;
 }
 
@@ -47,6 +54,8 @@ export interface IngestCounters {
   messages: number;
   bytes: number;
   recordsReceived: number;
+  /** Profile records read straight into columns (profile-columns.ts), not decoded into objects. */
+  recordsColumnar: number;
   profilesStored: number;
   flowsStored: number;
   /** Records (or, for decode errors, messages/sets) dropped, by reason. */
@@ -99,8 +108,8 @@ export class Ingest {
   /** Rows handed to flushes that have not finished yet. */
   private writingRows = 0;
   private readonly clock: () => number;
-  private profiles: ProfileRow[] = [];
-  private flows: FlowRow[] = [];
+  private readonly profiles: TableBuilder;
+  private readonly flows: TableBuilder;
   private readonly accounts = new Map<string, ExporterAccount>();
   private timer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> = Promise.resolve();
@@ -113,11 +122,22 @@ export class Ingest {
     this.flushIntervalMs = options.flushIntervalMs ?? 200;
     this.maxPendingRows = options.maxPendingRows ?? 200_000;
     this.clock = options.clock ?? Date.now;
-    this.decoder = new IpfixDecoder({ clock: this.clock, templateLifetimeMs: options.templateLifetimeMs });
+    const packers = tablePackers();
+    this.profiles = packers.profiles.builder();
+    this.flows = packers.flows.builder();
+    const columnar = options.columnar ?? true;
+    this.decoder = new IpfixDecoder({
+      clock: this.clock,
+      templateLifetimeMs: options.templateLifetimeMs,
+      rawSets: columnar
+        ? (t) => isProfileTemplate(t.id) && columnDecoder(t, this.profiles) !== null
+        : undefined,
+    });
     this.counters = {
       messages: 0,
       bytes: 0,
       recordsReceived: 0,
+      recordsColumnar: 0,
       profilesStored: 0,
       flowsStored: 0,
       dropped: { decode_error: 0, no_template: 0, store_error: 0, overload: 0 },
@@ -208,15 +228,15 @@ export class Ingest {
     if (!acc) return;
     const now = this.clock();
     for (const set of res.dataSets) this.rows(acc, set, now);
-    if (this.profiles.length + this.flows.length >= this.batchSize) void this.flush();
-    else if (!this.timer && this.profiles.length + this.flows.length > 0) {
+    if (this.profiles.n + this.flows.n >= this.batchSize) void this.flush();
+    else if (!this.timer && this.profiles.n + this.flows.n > 0) {
       this.timer = setTimeout(() => void this.flush(), this.flushIntervalMs);
     }
   }
 
   private rows(acc: ExporterAccount, set: DataSet, now: number): void {
     const t = set.template;
-    const n = set.records.length;
+    const n = set.count;
     acc.records += n;
     this.counters.recordsReceived += n;
     // RFC 5610 type records describe elements; the decoder has learned them. They are not flows.
@@ -224,7 +244,7 @@ export class Ingest {
       this.counters.typeRecords += n;
       return;
     }
-    if (this.profiles.length + this.flows.length + this.writingRows + n > this.maxPendingRows) {
+    if (this.pending + n > this.maxPendingRows) {
       // The store is behind by more than the bound: these records cannot be kept.
       this.counters.dropped.overload += n;
       if (this.counters.dropped.overload === n)
@@ -236,9 +256,16 @@ export class Ingest {
     }
     if (isProfileTemplate(set.templateId) && !t.isOptions) {
       acc.profiles += n;
-      const build = profileRowBuilder(t);
       const odid = set.observationDomainId;
-      for (const r of set.records) this.profiles.push(build(acc.exporter, odid, now, r));
+      const raw = set.raw;
+      if (raw) {
+        const decode = columnDecoder(t, this.profiles)!;
+        decode(raw.bytes, raw.dv, raw.start, n, raw.recordLength, this.profiles, acc.exporter, odid, now);
+        this.counters.recordsColumnar += n;
+        return;
+      }
+      const build = profileRowBuilder(t);
+      for (const r of set.records) this.profiles.addRow(build(acc.exporter, odid, now, r));
       return;
     }
     acc.flows += n;
@@ -246,7 +273,7 @@ export class Ingest {
     for (const r of set.records) {
       const init = r['systemInitTimeMilliseconds'];
       if (typeof init === 'number') acc.sysInit.set(set.observationDomainId, init);
-      this.flows.push(
+      this.flows.addRow(
         this.flowRow(acc, set, r, now, registry ? recordToJson(t, r, registry) : recordToJson(t, r)),
       );
     }
@@ -286,7 +313,7 @@ export class Ingest {
 
   /** Rows received and not yet written (waiting, or in a flush that has not finished). */
   get pending(): number {
-    return this.profiles.length + this.flows.length + this.writingRows;
+    return this.profiles.n + this.flows.n + this.writingRows;
   }
 
   /** Writes everything received so far. Flushes run one at a time, in order. */
@@ -295,14 +322,12 @@ export class Ingest {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    const batch: IngestBatch = {
-      profiles: this.profiles,
-      flows: this.flows,
+    const batch: PackedBatch = {
+      profiles: this.profiles.take(),
+      flows: this.flows.take(),
       exporters: this.exporterDeltas(),
     };
-    this.profiles = [];
-    this.flows = [];
-    const rows = batch.profiles.length + batch.flows.length;
+    const rows = batch.profiles.n + batch.flows.n;
     this.writingRows += rows;
     this.flushing = this.flushing.then(async () => {
       await this.write(batch);
@@ -345,19 +370,17 @@ export class Ingest {
     }
   }
 
-  private async write(batch: IngestBatch): Promise<void> {
-    if (batch.profiles.length + batch.flows.length + batch.exporters.length === 0) return;
+  private async write(batch: PackedBatch): Promise<void> {
+    const rows = batch.profiles.n + batch.flows.n;
+    if (rows + batch.exporters.length === 0) return;
     const t0 = performance.now();
     try {
-      await this.store.insert(batch);
-      this.counters.profilesStored += batch.profiles.length;
-      this.counters.flowsStored += batch.flows.length;
+      await this.store.insertPacked(batch);
+      this.counters.profilesStored += batch.profiles.n;
+      this.counters.flowsStored += batch.flows.n;
     } catch (err) {
-      this.counters.dropped.store_error += batch.profiles.length + batch.flows.length;
-      this.log.error(
-        { err, rows: batch.profiles.length + batch.flows.length },
-        'store write failed, batch dropped',
-      );
+      this.counters.dropped.store_error += rows;
+      this.log.error({ err, rows }, 'store write failed, batch dropped');
     }
     this.counters.flushes++;
     this.counters.flushDurations.push(performance.now() - t0);

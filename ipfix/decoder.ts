@@ -41,7 +41,16 @@ export interface DataSet {
   observationDomainId: number;
   exportTime: number;
   sequenceNumber: number;
+  /** The decoded records; empty when the set is handed over `raw`. */
   records: IpfixRecord[];
+  /** Records in the set (records.length, or the raw record count). */
+  count: number;
+  /**
+   * The set's bytes, undecoded, when the decoder's `rawSets` option chose so for its template (a
+   * fixed-length template): `count` records of `recordLength` bytes from `start`. The bytes belong
+   * to the message buffer: read them before `decode` is called again.
+   */
+  raw?: { bytes: Uint8Array; dv: DataView; start: number; recordLength: number };
   /** True when the set arrived before its template and waited for it. */
   delayed: boolean;
 }
@@ -100,6 +109,12 @@ export interface DecoderOptions {
   sessionIdleMs?: number;
   /** Clock in ms; injectable for tests. */
   clock?: () => number;
+  /**
+   * Templates whose data sets the caller reads itself (columnar ingest): true hands a set of a
+   * fixed-length template over as bytes (`DataSet.raw`) instead of record objects. Its fields are
+   * resolved against the session's registry before the call.
+   */
+  rawSets?: (t: Template) => boolean;
 }
 
 /** Counters of one observation domain of one session. */
@@ -205,12 +220,14 @@ export class IpfixDecoder {
   private readonly registry: ElementRegistry;
   private readonly sessionsByKey = new Map<string, Session>();
   private readonly clock: () => number;
-  private readonly opt: Required<Omit<DecoderOptions, 'registry' | 'clock'>>;
+  private readonly rawSets: ((t: Template) => boolean) | undefined;
+  private readonly opt: Required<Omit<DecoderOptions, 'registry' | 'clock' | 'rawSets'>>;
   private readonly cursor: Cursor = { next: 0 };
 
   constructor(options: DecoderOptions = {}) {
     this.registry = options.registry ?? ElementRegistry.standard();
     this.clock = options.clock ?? Date.now;
+    this.rawSets = options.rawSets;
     const templateLifetimeMs = options.templateLifetimeMs ?? 30 * 60_000;
     this.opt = {
       templateLifetimeMs,
@@ -644,6 +661,26 @@ export class IpfixDecoder {
     // Compiling takes time in proportion to the template's fields: only a set that holds a record
     // pays it, so a few data bytes cannot recompile a template of thousands of fields each time
     // an RFC 5610 record changes the registry (fuzz regression template-recompile.bin).
+    if (t.fixedLength > 0 && fits <= cap && fits > 0 && this.rawSets && !isTypeRecordTemplate(t)) {
+      t.resolve(session.registry);
+      if (this.rawSets(t)) {
+        res.dataSets.push({
+          templateId: t.id,
+          template: t,
+          observationDomainId: domain.id,
+          exportTime: header.exportTime,
+          sequenceNumber: header.sequenceNumber,
+          records: [],
+          count: fits,
+          raw: { bytes: b, dv, start, recordLength: min },
+          delayed,
+        });
+        this.stats.records += fits;
+        this.stats.dataSets++;
+        domain.stats.records += fits;
+        return { records: fits, complete: true };
+      }
+    }
     const decode = Math.min(fits, cap) > 0 ? t.recordDecoder(session.registry) : null;
     if (t.fixedLength > 0) {
       let n = fits;
@@ -684,6 +721,7 @@ export class IpfixDecoder {
         exportTime: header.exportTime,
         sequenceNumber: header.sequenceNumber,
         records,
+        count: records.length,
         delayed,
       });
       if (isTypeRecordTemplate(t)) this.learnElements(res, session, records);

@@ -120,8 +120,17 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
   });
   const rtt = rttColumn(c.num.get('meanLatencyMicroseconds'), c.num.get('meanLatencyMilliseconds'), n);
   const tte = c.num.get('timeToEstablishMilliseconds');
-  const flow = c.num.get('flowId');
-  const flowBigs = c.bigs.get('flowId');
+  // Histogram buckets of every row, computed once for all dimensions (-1: no value).
+  const rb = new Int32Array(n);
+  const tb = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const r = rtt[i]!;
+    rb[i] = Number.isNaN(r) ? -1 : histBucket(r);
+    const t = tte ? tte[i]! : Number.NaN;
+    tb[i] = t > 0 ? histBucket(t) : -1;
+  }
+  const flowFirst = firstRowOfFlow(c);
+  const numKeys = new Int32Array(65536).fill(-1);
   const parts: {
     keysJson: Uint8Array;
     stats: Float64Array;
@@ -130,58 +139,39 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
     ent: Uint32Array;
   }[] = [];
   for (const d of DIMENSIONS) {
-    const col = DIMENSION_COLUMN[d];
-    const text = c.text.get(col);
-    const num = c.num.get(col);
-    // Key index of every row, in order of first appearance.
-    const keyIdx = new Map<string | number | null, number>();
-    const keys: (string | number | null)[] = [];
-    const kix = new Uint32Array(n);
-    for (let i = 0; i < n; i++) {
-      let k: string | number | null = null;
-      if (text) k = text[i] ?? null;
-      else if (num && !Number.isNaN(num[i]!)) k = num[i]!;
-      let x = keyIdx.get(k);
-      if (x === undefined) {
-        x = keys.length;
-        keyIdx.set(k, x);
-        keys.push(k);
-      }
-      kix[i] = x;
-    }
+    const [keys, kix] = dimensionKeys(c, DIMENSION_COLUMN[d], numKeys);
     const K = keys.length;
     const stats = new Float64Array(K * STAT_WIDTH);
-    const flows: Set<number | bigint>[] = Array.from({ length: K }, () => new Set());
-    const rCodes: number[] = [];
-    const tCodes: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const k = kix[i]!;
-      const o = k * STAT_WIDTH;
-      stats[o]!++;
-      for (let s = 0; s < sums.length; s++) {
-        const v = sums[s]?.[i];
-        if (v !== undefined && !Number.isNaN(v)) stats[o + 2 + s]! += v;
-      }
-      if (flow) {
-        const f = flowBigs?.get(i) ?? flow[i]!;
-        if (typeof f === 'bigint' || !Number.isNaN(f)) flows[k]!.add(f);
-      }
-      const r = rtt[i]!;
-      if (!Number.isNaN(r)) {
-        stats[o + STAT_RTT]!++;
-        stats[o + STAT_RTT + 1]! += r;
-        rCodes.push(k * 1024 + histBucket(r));
-      }
-      const t = tte ? tte[i]! : Number.NaN;
-      if (t > 0) {
-        stats[o + STAT_RTT + 2]!++;
-        stats[o + STAT_RTT + 3]! += t;
-        tCodes.push(k * 1024 + histBucket(t));
+    for (let i = 0; i < n; i++) stats[kix[i]! * STAT_WIDTH]!++;
+    for (let s = 0; s < sums.length; s++) {
+      const v = sums[s];
+      if (!v) continue;
+      for (let i = 0; i < n; i++) {
+        const x = v[i]!;
+        if (!Number.isNaN(x)) stats[kix[i]! * STAT_WIDTH + 2 + s]! += x;
       }
     }
-    for (let k = 0; k < K; k++) stats[k * STAT_WIDTH + 1] = flows[k]!.size;
-    const [rOff, rEnt] = runLength(rCodes, K);
-    const [tOff, tEnt] = runLength(tCodes, K);
+    countConnections(stats, kix, flowFirst, K);
+    const rCodes = new Uint32Array(n);
+    const tCodes = new Uint32Array(n);
+    let rn = 0;
+    let tn = 0;
+    for (let i = 0; i < n; i++) {
+      const k = kix[i]!;
+      const o = k * STAT_WIDTH + STAT_RTT;
+      if (rb[i]! >= 0) {
+        stats[o]!++;
+        stats[o + 1]! += rtt[i]!;
+        rCodes[rn++] = k * 1024 + rb[i]!;
+      }
+      if (tb[i]! >= 0) {
+        stats[o + 2]!++;
+        stats[o + 3]! += tte![i]!;
+        tCodes[tn++] = k * 1024 + tb[i]!;
+      }
+    }
+    const [rOff, rEnt] = runLength(rCodes.subarray(0, rn).sort(), K);
+    const [tOff, tEnt] = runLength(tCodes.subarray(0, tn).sort(), K);
     const ent = new Uint32Array(rEnt.length + tEnt.length);
     ent.set(rEnt);
     ent.set(tEnt, rEnt.length);
@@ -227,26 +217,128 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
   return out;
 }
 
+/**
+ * Per row, the first row of the block with the same flowId (-1: the row has none): a row that is
+ * its own first counts its connection once.
+ */
+function firstRowOfFlow(c: BlockColumns): Int32Array {
+  const out = new Int32Array(c.n).fill(-1);
+  const flow = c.num.get('flowId');
+  if (!flow) return out;
+  const bigs = c.bigs.get('flowId');
+  const first = new Map<number | bigint, number>();
+  for (let i = 0; i < c.n; i++) {
+    const f = bigs?.get(i) ?? flow[i]!;
+    if (typeof f === 'number' && Number.isNaN(f)) continue;
+    let x = first.get(f);
+    if (x === undefined) {
+      x = i;
+      first.set(f, i);
+    }
+    out[i] = x;
+  }
+  return out;
+}
+
+/**
+ * Key of every row of one dimension (index into the returned keys, in order of first
+ * appearance). `numKeys` is scratch space for small integer keys, left all -1 again on return.
+ */
+function dimensionKeys(
+  c: BlockColumns,
+  column: string,
+  numKeys: Int32Array,
+): [(string | number | null)[], Uint32Array] {
+  const n = c.n;
+  const kix = new Uint32Array(n);
+  const keys: (string | number | null)[] = [];
+  const text = c.text.get(column);
+  const num = c.num.get(column);
+  if (text) {
+    const m = new Int32Array(text.dict.length + 1).fill(-1);
+    for (let i = 0; i < n; i++) {
+      const d = text.idx[i]!;
+      let x = m[d]!;
+      if (x < 0) {
+        x = keys.push(d === 0 ? null : text.dict[d - 1]!) - 1;
+        m[d] = x;
+      }
+      kix[i] = x;
+    }
+  } else if (num) {
+    // Ports, IP versions and end states: small integers index an array; anything else a map.
+    const other = new Map<number | null, number>();
+    for (let i = 0; i < n; i++) {
+      const v = num[i]!;
+      let x: number | undefined;
+      if (v >= 0 && v < 65536 && (v | 0) === v) {
+        x = numKeys[v]!;
+        if (x < 0) {
+          x = keys.push(v) - 1;
+          numKeys[v] = x;
+        }
+      } else {
+        const k = Number.isNaN(v) ? null : v;
+        x = other.get(k);
+        if (x === undefined) {
+          x = keys.push(k) - 1;
+          other.set(k, x);
+        }
+      }
+      kix[i] = x;
+    }
+    for (const k of keys) if (typeof k === 'number' && k >= 0 && k < 65536 && (k | 0) === k) numKeys[k] = -1;
+  } else if (n > 0) keys.push(null);
+  return [keys, kix];
+}
+
+/**
+ * Distinct flowIds per key into stats[k * STAT_WIDTH + 1]. When every row of a flow has the key
+ * of the flow's first row (a destination, port or exporter always does), counting first rows is
+ * exact; otherwise (an end state that changed) distinct flowIds are counted per key.
+ */
+function countConnections(stats: Float64Array, kix: Uint32Array, flowFirst: Int32Array, K: number): void {
+  const n = kix.length;
+  let functional = true;
+  for (let i = 0; i < n; i++) {
+    const f = flowFirst[i]!;
+    if (f >= 0 && kix[f] !== kix[i]) {
+      functional = false;
+      break;
+    }
+  }
+  if (functional) {
+    for (let i = 0; i < n; i++) if (flowFirst[i] === i) stats[kix[i]! * STAT_WIDTH + 1]!++;
+    return;
+  }
+  const sets: Set<number>[] = Array.from({ length: K }, () => new Set());
+  for (let i = 0; i < n; i++) {
+    const f = flowFirst[i]!;
+    if (f >= 0) sets[kix[i]!]!.add(f);
+  }
+  for (let k = 0; k < K; k++) stats[k * STAT_WIDTH + 1] = sets[k]!.size;
+}
+
 /** Sorted (key × 1024 + bucket) codes to per-key offsets and (bucket << 22 | count) entries. */
-function runLength(codes: number[], K: number): [Uint32Array, Uint32Array] {
-  const sorted = Float64Array.from(codes).sort();
+function runLength(sorted: Uint32Array, K: number): [Uint32Array, Uint32Array] {
   const off = new Uint32Array(K + 1);
-  const ent: number[] = [];
+  const ent = new Uint32Array(sorted.length);
+  let e = 0;
   let i = 0;
   for (let k = 0; k < K; k++) {
-    off[k] = ent.length;
-    while (i < sorted.length && Math.floor(sorted[i]! / 1024) === k) {
+    off[k] = e;
+    while (i < sorted.length && sorted[i]! >>> 10 === k) {
       const code = sorted[i]!;
       let cnt = 0;
       while (i < sorted.length && sorted[i] === code) {
         cnt++;
         i++;
       }
-      ent.push(((code % 1024) << 22) | cnt);
+      ent[e++] = ((code & 1023) << 22) | cnt;
     }
   }
-  off[K] = ent.length;
-  return [off, Uint32Array.from(ent)];
+  off[K] = e;
+  return [off, ent.slice(0, e)];
 }
 
 const textDecoder = new TextDecoder();

@@ -41,8 +41,8 @@ export function buildBlock(t: PackedTable, ids: ArrayLike<number>, start: number
       const v = bigs?.get(i) ?? flow[i]!;
       if (typeof v === 'bigint' || !Number.isNaN(v)) flowIds.push(v);
     }
-  const distinct = (name: string) =>
-    JSON.stringify([...new Set(c.text.get(name) ?? [])].filter((x) => x !== null));
+  // A block's dictionary of a column holds each of its non-null values once.
+  const distinct = (name: string) => JSON.stringify(c.text.get(name)?.dict ?? []);
   return {
     id: c.ids.reduce((a, x) => Math.min(a, x), Number.POSITIVE_INFINITY),
     tmin: b.tmin,

@@ -102,22 +102,11 @@ function numberSection(name: string, v: Float64Array, bigs: Map<number, bigint> 
 
 const utf8 = new TextEncoder();
 
-function stringSection(name: string, values: (string | null)[]): Pending {
-  const n = values.length;
-  const dict = new Map<string, number>();
-  const idx = new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    const s = values[i];
-    if (s === null || s === undefined) continue;
-    let x = dict.get(s);
-    if (x === undefined) {
-      x = dict.size + 1;
-      dict.set(s, x);
-    }
-    idx[i] = x;
-  }
-  const json = utf8.encode(JSON.stringify([...dict.keys()]));
-  const kind: Kind = dict.size < 0xff ? 'str8' : dict.size < 0xffff ? 'str16' : 'str32';
+function stringSection(name: string, col: TextColumn): Pending {
+  const n = col.idx.length;
+  const json = utf8.encode(JSON.stringify(col.dict));
+  const size = col.dict.length;
+  const kind: Kind = size < 0xff ? 'str8' : size < 0xffff ? 'str16' : 'str32';
   const width = kind === 'str8' ? 1 : kind === 'str16' ? 2 : 4;
   const head = 8 + pad8(json.length);
   const buf = new ArrayBuffer(head + pad8(n * width));
@@ -125,9 +114,15 @@ function stringSection(name: string, values: (string | null)[]): Pending {
   dv.setUint32(0, json.length, true);
   new Uint8Array(buf, 8, json.length).set(json);
   const arr = width === 1 ? new Uint8Array(buf, head, n) : width === 2 ? new Uint16Array(buf, head, n) : null;
-  if (arr) arr.set(idx);
-  else new Uint32Array(buf, head, n).set(idx);
+  if (arr) arr.set(col.idx);
+  else new Uint32Array(buf, head, n).set(col.idx);
   return { name, kind, bytes: new Uint8Array(buf), nulls: null };
+}
+
+/** A text column of a block: per row 0 for null or k for dict[k - 1], in order of first appearance. */
+export interface TextColumn {
+  idx: Uint32Array;
+  dict: string[];
 }
 
 /** A block ready to be written: zone map, pre-aggregation inputs and the encoded BLOB. */
@@ -147,7 +142,7 @@ export interface BlockColumns {
   ids: Float64Array;
   num: Map<string, Float64Array>;
   bigs: Map<string, Map<number, bigint>>;
-  text: Map<string, (string | null)[]>;
+  text: Map<string, TextColumn>;
 }
 
 /**
@@ -204,35 +199,49 @@ export function encodeBlock(
     m.set(inverse[row]!, table.bigValues[k]!);
   }
   const sections: Pending[] = [numberSection('t', cols.t, null), numberSection('id', cols.ids, null)];
-  for (let j = 0; j < nw; j++) {
-    if (table.present[j] !== 1) continue;
-    const name = table.numColumns[j]!;
-    const v = new Float64Array(n);
+  // Gather the present columns in block order, row by row (the table is row-major).
+  const js: number[] = [];
+  for (let j = 0; j < nw; j++) if (table.present[j] === 1) js.push(j);
+  const gathered = js.map(() => new Float64Array(n));
+  const num = table.num;
+  for (let i = 0; i < n; i++) {
+    const base = (start + perm[i]!) * nw;
+    for (let c = 0; c < js.length; c++) gathered[c]![i] = num[base + js[c]!]!;
+  }
+  for (let c = 0; c < js.length; c++) {
+    const j = js[c]!;
+    const v = gathered[c]!;
     let any = false;
-    for (let i = 0; i < n; i++) {
-      const x = table.num[(start + perm[i]!) * nw + j]!;
-      v[i] = x;
-      if (!any && !Number.isNaN(x)) any = true;
-    }
+    for (let i = 0; i < n && !any; i++) if (!Number.isNaN(v[i]!)) any = true;
     const bigs = bigByCol.get(j) ?? null;
     // Columns null in every row of this block (though present in the batch) are left out.
     if (!any && !bigs) continue;
+    const name = table.numColumns[j]!;
     cols.num.set(name, v);
     if (bigs) cols.bigs.set(name, bigs);
     sections.push(numberSection(name, v, bigs));
   }
+  // Batch dictionary index -> block dictionary index, reset after each column.
+  const local = new Uint32Array(table.dict.length + 1);
   for (let j = 0; j < tw; j++) {
     const name = table.textColumns[j]!;
-    const v = new Array<string | null>(n);
-    let any = false;
+    const idx = new Uint32Array(n);
+    const dict: string[] = [];
     for (let i = 0; i < n; i++) {
-      const s = table.text[(start + perm[i]!) * tw + j] ?? null;
-      v[i] = s;
-      if (s !== null) any = true;
+      const g = table.textIdx[(start + perm[i]!) * tw + j]!;
+      if (g === 0) continue;
+      let k = local[g]!;
+      if (k === 0) {
+        k = dict.push(table.dict[g - 1]!);
+        local[g] = k;
+      }
+      idx[i] = k;
     }
-    if (!any) continue;
-    cols.text.set(name, v);
-    sections.push(stringSection(name, v));
+    if (dict.length === 0) continue;
+    for (let i = 0; i < n; i++) local[table.textIdx[(start + i) * tw + j]!] = 0;
+    const col = { idx, dict };
+    cols.text.set(name, col);
+    sections.push(stringSection(name, col));
   }
   return { n, tmin: cols.t[0] ?? 0, tmax: cols.t[n - 1] ?? 0, data: layout(n, sections), columns: cols };
 }

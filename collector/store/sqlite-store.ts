@@ -199,6 +199,12 @@ export class SqliteStore implements Store {
     await this.writer.insert(packBatch(batch, this.packers.profiles, this.packers.flows));
   }
 
+  async insertPacked(batch: PackedBatch): Promise<void> {
+    if (!this.writer) throw new CollectorError('COL_ERR_STORE', `${this.path} is open read-only`);
+    if (batch.profiles.n + batch.flows.n + batch.exporters.length === 0) return;
+    await this.writer.insert(batch);
+  }
+
   /** WHERE clause and parameters of a filter over a table's columns. */
   private where(f: RowFilter, table: 'profiles' | 'flows'): { sql: string; params: Scalar[] } {
     const c: string[] = [];

@@ -5,16 +5,18 @@
  */
 import Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
-import { FLOW_COLUMNS, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profile-schema.js';
+import { FLOW_COLUMNS } from '../profile-schema.js';
 import { BlockWriter, checkLayout, type ProfileLayout } from './block-writer.js';
-import { type PackedBatch, type PackedTable, TablePacker } from './packed-batch.js';
+import {
+  type PackedBatch,
+  type PackedTable,
+  PROFILE_COLUMNS,
+  TEXT_COLUMNS,
+  tablePackers,
+} from './packed-batch.js';
 import type { ExporterDelta, Scalar } from './types.js';
 
 type Db = Database.Database;
-
-const TEXT_COLUMNS = new Set(['sourceAddress', 'destinationAddress']);
-/** Typed profile columns, each named as its IPFIX element. */
-export const PROFILE_COLUMNS = [...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS];
 
 const q = (name: string) => `"${name}"`;
 const colDefs = (cols: readonly string[]) =>
@@ -96,29 +98,7 @@ CREATE INDEX profile_blocks_tmin ON profile_blocks (tmin);
 CREATE INDEX profile_blocks_tmax ON profile_blocks (tmax);`,
 ];
 
-/** Number columns of a packed profile row (the writer adds t and id itself). */
-const PROFILE_NUM = [
-  'observationDomainId',
-  'templateId',
-  'receivedMilliseconds',
-  ...PROFILE_COLUMNS.filter((c) => !TEXT_COLUMNS.has(c)),
-];
-const PROFILE_TEXT = ['exporter', ...PROFILE_COLUMNS.filter((c) => TEXT_COLUMNS.has(c)), 'extra'];
-const FLOW_NUM = [
-  'observationDomainId',
-  'templateId',
-  'receivedMilliseconds',
-  ...FLOW_COLUMNS.filter((c) => !TEXT_COLUMNS.has(c)),
-];
-const FLOW_TEXT = ['exporter', ...FLOW_COLUMNS.filter((c) => TEXT_COLUMNS.has(c)), 'fields'];
-
-/** Packers of the two tables, in the column order the writer expects. */
-export function tablePackers(): { profiles: TablePacker; flows: TablePacker } {
-  return {
-    profiles: new TablePacker(PROFILE_NUM, PROFILE_TEXT),
-    flows: new TablePacker(FLOW_NUM, FLOW_TEXT),
-  };
-}
+export { tablePackers };
 
 /** Rows per multi-row INSERT (fewer statement steps; SQLite binds at most 32766 parameters). */
 const ROWS_PER_STATEMENT = 16;
@@ -264,7 +244,13 @@ export class SqliteWriter {
     const tw = t.textColumns.length;
     const nw = t.numColumns.length;
     const recvJ = t.numColumns.indexOf('receivedMilliseconds');
-    for (let i = 0; i < t.n; i++) this.exporterId(t.text[i * tw]!, t.num[i * nw + recvJ]!);
+    const seen = new Set<number>();
+    for (let i = 0; i < t.n; i++) {
+      const k = t.textIdx[i * tw]!;
+      if (seen.has(k)) continue;
+      seen.add(k);
+      this.exporterId(t.dict[k - 1]!, t.num[i * nw + recvJ]!);
+    }
     this.blocks!.write(t, this.nextProfileId);
     this.nextProfileId += t.n;
   }
@@ -275,7 +261,8 @@ export class SqliteWriter {
     const nw = t.numColumns.length;
     const tw = t.textColumns.length;
     const num = t.num;
-    const text = t.text;
+    const idx = t.textIdx;
+    const dict = t.dict;
     const bigs = t.bigPositions.length
       ? new Map(t.bigPositions.map((pos, k) => [pos, t.bigValues[k]!]))
       : null;
@@ -293,13 +280,16 @@ export class SqliteWriter {
         v[k++] = Number.isNaN(start) ? num[base + recvJ]! : start;
         v[k++] = this.nextProfileId++;
       }
-      v[k++] = this.exporterId(text[i * tw]!, num[base + recvJ]!);
+      v[k++] = this.exporterId(dict[idx[i * tw]! - 1]!, num[base + recvJ]!);
       for (let x = 0; x < numIdx.length; x++) {
         const pos = base + numIdx[x]!;
         const n = num[pos]!;
         v[k++] = !Number.isNaN(n) ? n : bigs ? sqlBig(bigs.get(pos)) : null;
       }
-      for (let x = 1; x < tw; x++) v[k++] = text[i * tw + x]!;
+      for (let x = 1; x < tw; x++) {
+        const d = idx[i * tw + x]!;
+        v[k++] = d === 0 ? null : dict[d - 1]!;
+      }
     };
     let i = 0;
     for (; i + ROWS_PER_STATEMENT <= t.n; i += ROWS_PER_STATEMENT) {

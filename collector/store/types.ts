@@ -3,6 +3,7 @@
  * Column names are IPFIX element names wherever an element exists, so the API can return rows
  * as they are. One conformance suite (test/collector/store-conformance.ts) runs on every backend.
  */
+import type { PackedBatch } from './packed-batch.js';
 
 /** A stored column value. */
 export type Scalar = number | bigint | string | null;
@@ -161,8 +162,10 @@ export interface ExporterRow {
 /** A storage backend. */
 export interface Store {
   readonly kind: string;
-  /** Writes a batch atomically. */
+  /** Writes a batch of row objects atomically. */
   insert(batch: IngestBatch): Promise<void>;
+  /** Writes a batch packed by columns (what ingest builds) atomically. */
+  insertPacked(batch: PackedBatch): Promise<void>;
   profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>>;
   /** Every profile of one connection, in time order. */
   connection(flowId: number | bigint): Promise<(ProfileRow & { id: number })[]>;
