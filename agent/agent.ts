@@ -9,14 +9,16 @@ import { ConnectionTable, type ProfileWindow } from './connection-table.js';
 import { AgentError } from './errors.js';
 import type { EventSink, EventSource } from './event-source.js';
 import { Exporter, type ExporterOptions } from './exporter.js';
-import { STATE_NAME, STATES, type State } from './fsm.js';
+import { STATE, STATE_NAME, STATES, type State } from './fsm.js';
 import { type AgentMetricsServer, startMetricsServer } from './metrics.js';
-import type { ProbeEvent, TcpCounters } from './probe-event.js';
+import { MptcpTable, type MptcpWindow } from './mptcp-table.js';
+import { EVENT_KIND, type ProbeEvent, type TcpCounters } from './probe-event.js';
 import {
   type AgentClock,
   defaultBootId,
   flowIdOf,
   measureClockOffset,
+  mptcpFlowIdOf,
   ProfileBuilder,
   systemClock,
 } from './profile-builder.js';
@@ -83,6 +85,8 @@ export interface AgentStats {
 export class Agent {
   readonly source: EventSource;
   readonly table: ConnectionTable;
+  /** MPTCP connections (meta sockets); their subflows are in `table`. */
+  readonly mptcp: MptcpTable;
   readonly builder: ProfileBuilder;
   readonly exporter: Exporter;
   readonly stats: AgentStats;
@@ -117,11 +121,19 @@ export class Agent {
       reorderingDistance: options.source.reorderingDistance ?? false,
     });
     const bootId = options.bootId ?? defaultBootId();
+    const activeTimeoutNs = BigInt(Math.round(activeTimeoutMs * 1e6));
     this.table = new ConnectionTable({
       maxConnections: options.maxConnections,
-      activeTimeoutNs: BigInt(Math.round(activeTimeoutMs * 1e6)),
+      activeTimeoutNs,
       flowId: (cookie) => flowIdOf(bootId, cookie),
+      mptcpFlowId: (key) => mptcpFlowIdOf(bootId, key),
       onWindow: (w) => this.emit(w),
+    });
+    this.mptcp = new MptcpTable({
+      maxConnections: options.maxConnections,
+      activeTimeoutNs,
+      flowId: (key) => mptcpFlowIdOf(bootId, key),
+      onWindow: (w) => this.emitMptcp(w),
     });
     const profilesByEnd = {} as Record<State, number>;
     for (const s of STATES) profilesByEnd[s] = 0;
@@ -196,8 +208,10 @@ export class Agent {
         this.table.endScan();
         if (result === null || this.stopping) return;
         const n = this.table.dropVanished(result.netns, result.cookies, result.startNs);
-        if (n > 0)
+        if (n > 0) {
           this.log.warn({ vanished: n }, 'connections gone from the kernel without their close: DESYNC');
+          this.mptcp.dropOrphans((cookie) => this.table.get(cookie) !== undefined);
+        }
       },
       end: () => {
         void this.stop({ reason: 'source-ended' });
@@ -220,8 +234,17 @@ export class Agent {
     const byKind = this.stats.eventsByKind;
     for (const ev of batch) {
       byKind.set(ev.kind, (byKind.get(ev.kind) ?? 0) + 1);
+      if (ev.kind === EVENT_KIND.mptcp) {
+        this.mptcp.apply(ev);
+        continue;
+      }
       if (ev.missing.length > 0) this.mismatch(ev);
-      this.table.apply(ev);
+      const c = this.table.apply(ev);
+      // An MPTCP subflow also counts for its connection; plain TCP stops at the flag.
+      if (ev.mptcpSubflow) {
+        const ended = c === undefined || this.table.get(ev.cookie) === undefined;
+        this.mptcp.subflow(ev, ended, c?.state === STATE.FINISHED);
+      }
     }
     this.stats.events += batch.length;
   }
@@ -243,7 +266,7 @@ export class Agent {
     this.stats.lostEvents += count;
     this.stats.lostNotices++;
     this.recorder?.lost?.(count);
-    const n = this.table.desyncAll(false);
+    const n = this.table.desyncAll(false) + this.mptcp.desyncAll(false);
     this.log.warn({ lost: count, desynced: n }, 'events lost: open connections desynchronised');
   }
 
@@ -254,6 +277,16 @@ export class Agent {
       this.exporter.send(p);
     } catch (err) {
       this.log.error({ err, flowId: String(w.conn.flowId) }, 'profile not exported');
+    }
+  }
+
+  private emitMptcp(w: MptcpWindow): void {
+    const p = this.builder.buildMptcp(w);
+    this.stats.profilesByEnd[w.endReason]++;
+    try {
+      this.exporter.send(p);
+    } catch (err) {
+      this.log.error({ err, flowId: String(w.conn.flowId) }, 'MPTCP profile not exported');
     }
   }
 
@@ -275,7 +308,7 @@ export class Agent {
       } catch (err) {
         this.log.warn({ err }, 'source close failed');
       }
-      const n = this.table.desyncAll(true);
+      const n = this.table.desyncAll(true) + this.mptcp.desyncAll(true);
       this.log.info(
         { desynced: n, reason: end.reason },
         'agent stopping: open connections flushed as DESYNC',

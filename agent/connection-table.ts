@@ -143,7 +143,11 @@ function trackSequence(c: SequenceFlags & { resetSeen: boolean }, ev: ProbeEvent
 /** One tracked connection. */
 export interface Connection extends SequenceFlags {
   readonly cookie: bigint;
-  readonly flowId: bigint;
+  /**
+   * The same for every profile of the connection; an MPTCP subflow takes its MPTCP connection's
+   * (set from the connection's key as soon as an event carries it, before the first profile).
+   */
+  flowId: bigint;
   netns: number;
   ipVersion: 4 | 6;
   localAddress: string;
@@ -151,6 +155,9 @@ export interface Connection extends SequenceFlags {
   localPort: number;
   remotePort: number;
   mptcpSubflow: boolean;
+  /** MPTCP subflows: the connection's local key (0 until known) and the subflow's path index. */
+  mptcpKey: bigint;
+  pathIndex: number;
   state: State;
   /** State that opened the current window (its flowStartReason). */
   startReason: State;
@@ -194,6 +201,8 @@ export interface ConnectionTableOptions {
   activeTimeoutNs?: bigint;
   /** flowId of a cookie (same for every profile of the connection). */
   flowId: (cookie: bigint) => bigint;
+  /** flowId of an MPTCP connection from its local key: its subflows' (default: flowId(key)). */
+  mptcpFlowId?: (key: bigint) => bigint;
   /** Receives each closed window, synchronously. */
   onWindow: (w: ProfileWindow) => void;
 }
@@ -237,6 +246,7 @@ export class ConnectionTable {
   // Insertion order is recency order: every event moves its connection to the end.
   private readonly conns = new Map<bigint, Connection>();
   private readonly flowId: (cookie: bigint) => bigint;
+  private readonly mptcpFlowId: (key: bigint) => bigint;
   private readonly onWindow: (w: ProfileWindow) => void;
 
   constructor(options: ConnectionTableOptions) {
@@ -245,6 +255,7 @@ export class ConnectionTable {
       throw new RangeError(`maxConnections ${this.maxConnections} is not a positive integer`);
     this.activeTimeoutNs = options.activeTimeoutNs ?? 60_000_000_000n;
     this.flowId = options.flowId;
+    this.mptcpFlowId = options.mptcpFlowId ?? options.flowId;
     this.onWindow = options.onWindow;
   }
 
@@ -263,18 +274,22 @@ export class ConnectionTable {
     return this.conns.values();
   }
 
-  /** Applies one event: creates, advances or removes its connection, closing windows on the way. */
-  apply(ev: ProbeEvent): void {
+  /**
+   * Applies one event: creates, advances or removes its connection, closing windows on the way.
+   * Returns the event's connection (also when this event removed it), or undefined when the
+   * event had nothing to track.
+   */
+  apply(ev: ProbeEvent): Connection | undefined {
     let c = this.conns.get(ev.cookie);
     if (c === undefined) {
       if (this.removedMeanwhile(ev)) {
         this.stats.stale++;
-        return;
+        return undefined;
       }
       c = this.open(ev);
       if (c === undefined) {
         this.stats.ignored++;
-        return;
+        return undefined;
       }
     } else {
       this.conns.delete(ev.cookie);
@@ -289,6 +304,7 @@ export class ConnectionTable {
         this.removedDuringScan?.add(c.cookie);
       }
     }
+    return c;
   }
 
   /**
@@ -338,6 +354,7 @@ export class ConnectionTable {
     trackSequence(c, ev);
     c.last = snap(ev, c);
     if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
+    if (c.mptcpSubflow && c.mptcpKey === 0n && ev.mptcp && ev.mptcp.key !== 0n) this.joinMptcp(c, ev);
     if (isTerminal(c.state)) return;
     if (c.state === STATE.DESYNC) {
       c.state = resumeState(tcpStateBefore(ev));
@@ -458,9 +475,10 @@ export class ConnectionTable {
           seqAcked: 0,
           seqReceived: 0,
         };
+    const key = ev.mptcpSubflow ? (ev.mptcp?.key ?? 0n) : 0n;
     const c: Connection = {
       cookie: ev.cookie,
-      flowId: this.flowId(ev.cookie),
+      flowId: key !== 0n ? this.mptcpFlowId(key) : this.flowId(ev.cookie),
       netns: ev.netns,
       ipVersion: ev.ipVersion,
       localAddress: ev.localAddress,
@@ -468,6 +486,8 @@ export class ConnectionTable {
       localPort: ev.localPort,
       remotePort: ev.remotePort,
       mptcpSubflow: ev.mptcpSubflow,
+      mptcpKey: key,
+      pathIndex: ev.mptcp?.pathIndex ?? 0,
       state,
       startReason: state,
       windowState: state,
@@ -489,6 +509,16 @@ export class ConnectionTable {
     if (adopted) this.stats.adopted++;
     else this.stats.created++;
     return c;
+  }
+
+  /**
+   * An MPTCP subflow whose connection's key was not chosen yet at its first event (an active
+   * open's connect): it takes the connection's flowId now, before its first profile.
+   */
+  private joinMptcp(c: Connection, ev: ProbeEvent): void {
+    c.mptcpKey = ev.mptcp!.key;
+    c.pathIndex = ev.mptcp!.pathIndex;
+    c.flowId = this.mptcpFlowId(c.mptcpKey);
   }
 
   private identify(c: Connection, ev: ProbeEvent): void {

@@ -8,10 +8,14 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IpfixRecord } from '../ipfix/index.js';
 import type { ProfileWindow } from './connection-table.js';
+import type { MptcpWindow } from './mptcp-table.js';
 import type { TcpCounters } from './probe-event.js';
 import {
   addressBytes,
   availableKpis,
+  MPTCP_META_KPI_FIELDS,
+  mptcpMetaFields,
+  mptcpSubflowFields,
   PROFILE_TEMPLATE_IDS,
   TCP_KPI_FIELDS,
   tcpProfileFields,
@@ -63,9 +67,13 @@ export class ProfileBuilder {
   readonly clockOffsetNs: bigint;
   /** Element names of the TCP template this builder fills (the KPIs the kernel provides). */
   readonly fields: readonly string[];
+  /** Element names of the MPTCP subflow (47564) and connection (47563) templates. */
+  readonly subflowFields: readonly string[];
+  readonly mptcpFields: readonly string[];
   readonly stats: ProfileBuilderStats = { profiles: 0, negativeDeltas: 0, saturated: 0 };
   /** True when the kernel lacks a counter some KPI needs: records are cut to the template. */
   private readonly partial: boolean;
+  private readonly mptcpPartial: boolean;
   private readonly reorderingDistance: boolean;
 
   constructor(options: ProfileBuilderOptions) {
@@ -73,7 +81,10 @@ export class ProfileBuilder {
     const missing = [...(options.missing ?? [])];
     this.reorderingDistance = options.reorderingDistance ?? false;
     this.fields = tcpProfileFields(missing, { reorderingDistance: this.reorderingDistance });
+    this.subflowFields = mptcpSubflowFields(missing, { reorderingDistance: this.reorderingDistance });
+    this.mptcpFields = mptcpMetaFields(missing);
     this.partial = availableKpis(TCP_KPI_FIELDS, missing).length < TCP_KPI_FIELDS.length;
+    this.mptcpPartial = availableKpis(MPTCP_META_KPI_FIELDS, missing).length < MPTCP_META_KPI_FIELDS.length;
   }
 
   /** A 64-bit delta: never negative (a kernel counter must not go back; counted if it does). */
@@ -169,10 +180,12 @@ export class ProfileBuilder {
       r['meanReorderingDistance'] = this.fit(Math.round(mean), U32);
       r['varReorderingDistance'] = this.fit(n > 0 ? Math.max(0, Math.round(s2 / n - mean * mean)) : 0, U32);
     }
+    // A subflow: its path index after the TCP KPIs (0 when the source cannot tell it).
+    if (c.mptcpSubflow) r['pathIndex'] = this.fit(c.pathIndex, 0xff);
     if (this.partial) {
       // The kernel lacks some counters: keep exactly the template's fields, in its order.
       const kept: IpfixRecord = {};
-      for (const f of this.fields) kept[f] = r[f]!;
+      for (const f of c.mptcpSubflow ? this.subflowFields : this.fields) kept[f] = r[f]!;
       r = kept;
     }
     this.stats.profiles++;
@@ -180,6 +193,50 @@ export class ProfileBuilder {
       templateId: c.mptcpSubflow ? PROFILE_TEMPLATE_IDS.mptcpSubflow : PROFILE_TEMPLATE_IDS.tcp,
       record: r,
     };
+  }
+
+  /**
+   * The profile record of one closed window of an MPTCP connection (template 47563); the
+   * definitions are in docs/agent.md.
+   */
+  buildMptcp(w: MptcpWindow): Profile {
+    const c = w.conn;
+    const a = w.start.counters;
+    const b = w.end.counters;
+    c.wire ??= {
+      local: addressBytes(c.localAddress, c.ipVersion),
+      remote: addressBytes(c.remoteAddress, c.ipVersion),
+    };
+    // Data acked, without the DATA_FIN the kernel counts in data sequence space once acked:
+    // acked data never exceeds data sent, and the DATA_FIN is acked only after all of it.
+    const acked = (x: typeof a) => Math.min(x.bytesAcked, x.bytesSent);
+    let r: IpfixRecord = {
+      flowId: c.flowId,
+      sourceIPv6Address: c.wire.local,
+      destinationIPv6Address: c.wire.remote,
+      ipVersion: c.ipVersion,
+      sourceTransportPort: c.localPort,
+      destinationTransportPort: c.remotePort,
+      flowStartMilliseconds: this.wallMs(w.start.tsNs),
+      flowEndMilliseconds: this.wallMs(w.end.tsNs),
+      flowStartReason: w.startReason,
+      flowEndReason: w.endReason,
+      transferredOctetTotalCount: this.u64(acked(b) - acked(a)),
+      receivedOctetTotalCount: this.u64(b.bytesReceived - a.bytesReceived),
+      retransmittedPacketTotalCount: this.fit(w.end.subflowRetrans - w.start.subflowRetrans, U32),
+      stallCount: this.fit(w.end.subflowStalls - w.start.subflowStalls, U16),
+      subflowCount: this.fit(w.subflowCount, 0xff),
+      rcvBufOctetCount: this.fit(b.rcvBuf, U32),
+      headOfLineStallCount: this.fit(wrapDelta(b.holStalls, a.holStalls, 32), U32),
+      reinjectionOctetOut: this.u64(b.bytesRetrans - a.bytesRetrans),
+    };
+    if (this.mptcpPartial) {
+      const kept: IpfixRecord = {};
+      for (const f of this.mptcpFields) kept[f] = r[f]!;
+      r = kept;
+    }
+    this.stats.profiles++;
+    return { templateId: PROFILE_TEMPLATE_IDS.mptcpMeta, record: r };
   }
 }
 
@@ -218,6 +275,16 @@ export function defaultBootId(): string {
   } catch {
     return randomBytes(16).toString('hex');
   }
+}
+
+/**
+ * flowId of an MPTCP connection: 63 bits of SHA-256(bootId, "mptcp", local key). The key is the
+ * connection's own 64-bit random number (struct mptcp_sock local_key), so the flowId is the same
+ * for every profile of the connection and of each of its subflows, across agent restarts.
+ */
+export function mptcpFlowIdOf(bootId: string, key: bigint): bigint {
+  const h = createHash('sha256').update(bootId).update(':mptcp:').update(key.toString()).digest();
+  return h.readBigUInt64BE(0) & 0x7fff_ffff_ffff_ffffn;
 }
 
 /**

@@ -71,20 +71,26 @@ export interface ProfileFieldOptions {
 }
 
 /**
- * KPIs only MPTCP meta sockets have (issue "MPTCP"): defined so the template ids are reserved
- * with their Flowcorder meaning; nothing fills them yet.
+ * KPIs of an MPTCP connection (the meta socket, template 47563), in template order: the
+ * connection level's own counters (struct mptcp_sock) and what the agent sums over its subflows.
+ * Reinjections received (reinjectionOctetIn, reinjectionPacketIn), reinjected segments
+ * (reinjectionPacketOut) and out-of-order at connection level have no per-connection counter in
+ * the kernel and no hook here that is not per packet: they are not in the template (never sent
+ * as zeros). docs/agent.md defines each field.
  */
 export const MPTCP_META_KPI_FIELDS: readonly KpiField[] = [
   { name: 'transferredOctetTotalCount', needs: ['bytesAcked'] },
   { name: 'receivedOctetTotalCount', needs: ['bytesReceived'] },
+  { name: 'retransmittedPacketTotalCount', needs: ['totalRetrans'] },
+  { name: 'stallCount', needs: [] },
   { name: 'subflowCount', needs: [] },
   { name: 'rcvBufOctetCount', needs: [] },
   { name: 'headOfLineStallCount', needs: [] },
-  { name: 'reinjectionOctetIn', needs: [] },
-  { name: 'reinjectionOctetOut', needs: [] },
-  { name: 'reinjectionPacketIn', needs: [] },
-  { name: 'reinjectionPacketOut', needs: [] },
+  { name: 'reinjectionOctetOut', needs: ['bytesRetrans'] },
 ];
+
+/** What a subflow profile adds to the TCP KPIs (template 47564). */
+export const MPTCP_SUBFLOW_KPI_FIELDS: readonly KpiField[] = [{ name: 'pathIndex', needs: [] }];
 
 /** The KPI fields of `kpis` that the kernel can fill, given the counters it lacks. */
 export function availableKpis(
@@ -108,14 +114,13 @@ export function tcpProfileFields(
 
 /**
  * Field list of the MPTCP subflow template (47564): a subflow is a TCP connection, so the TCP
- * KPIs. Its path index and reinjections join when the MPTCP probes exist to fill them (a field
- * nothing measures would go out as a false zero).
+ * KPIs, then its path index (the kernel's subflow id in its connection).
  */
 export function mptcpSubflowFields(
   missing: Iterable<keyof TcpCounters> = [],
   options: ProfileFieldOptions = {},
 ): string[] {
-  return tcpProfileFields(missing, options);
+  return [...tcpProfileFields(missing, options), ...MPTCP_SUBFLOW_KPI_FIELDS.map((k) => k.name)];
 }
 
 /** Field list of the MPTCP meta-connection template (47563). */
