@@ -1,0 +1,382 @@
+/**
+ * The proof of issue 6 (MPTCP): `kpiflow agent --source live` (the real command, in the host
+ * namespace) observes MPTCP applications (IPPROTO_MPTCP sockets, test/agent-live/mptcp-peer.py)
+ * in two namespaces joined by two paths, with the in-kernel path manager configured by
+ * `ip mptcp`, and exports to a real `kpiflow collect`; each test reads the connection's profiles
+ * back through the collector's API: the connection (template 47563) and its subflows (47564),
+ * all under the connection's flowId. Ground truth: what the applications moved, the kernel's
+ * MPTCP_INFO and per-subflow TCP_INFO (MPTCP_TCPINFO) read by the peers, and the namespaces'
+ * MPTcpExt counters; never the agent.
+ */
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CollectorProcess } from '../helpers/collector-process.js';
+import type { Peer } from '../helpers/json-peer.js';
+import { rootUnavailableReason } from '../helpers/netns.js';
+import {
+  AgentProcess,
+  type ApiProfile,
+  nftAdd,
+  nftDelete,
+  num,
+  profilesFrom,
+  requireLive,
+  sleep,
+  sum,
+  transitions,
+} from './live-harness.js';
+import {
+  createMptcpTopology,
+  type MptcpHost,
+  type MptcpTopology,
+  mptcpExt,
+  signal,
+  startMptcpPeer,
+  withdraw,
+} from './mptcp-topology.js';
+
+const META = 47563;
+const SUBFLOW = 47564;
+const TERMINAL = ['FINISHED', 'BROKEN', 'UNREACHABLE'];
+
+/** MPTCP_INFO as the peer printed it. */
+type MptcpInfo = Record<string, number>;
+/** One live subflow as the peer printed it (TCP_INFO fields and its addresses). */
+type SubflowInfo = Record<string, number | string>;
+/** A phase line of mptcp-peer.py. */
+type MpLine = { phase: string; mptcp: MptcpInfo; subflows: SubflowInfo[] } & Record<string, unknown>;
+
+async function phase(p: Peer, name: string, timeoutMs = 60_000): Promise<MpLine> {
+  return (await p.phase(name, timeoutMs)) as unknown as MpLine;
+}
+
+/** One MPTCP connection as one end exported it: its own profiles and each subflow's, in order. */
+interface MptcpProfiles {
+  meta: ApiProfile[];
+  /** By path index. */
+  subflows: Map<number, ApiProfile[]>;
+}
+
+const byTime = (x: ApiProfile, y: ApiProfile) =>
+  x.flowStartMilliseconds - y.flowStartMilliseconds || Number(x['id']) - Number(y['id']);
+
+/**
+ * The profiles of the MPTCP connection whose meta socket is `host`:`port`, once its connection
+ * profile and `subflows` subflows reached an end state (polls until then). Subflows are found by
+ * the connection's flowId among the profiles of the host's two addresses.
+ */
+async function mptcpProfiles(
+  c: CollectorProcess,
+  host: MptcpHost,
+  port: number,
+  subflows: number,
+  timeoutMs = 30_000,
+): Promise<MptcpProfiles> {
+  let found: MptcpProfiles = { meta: [], subflows: new Map() };
+  await c.until(
+    `the MPTCP connection of ${host.addr1} port ${port} and ${subflows} subflows ended`,
+    async () => {
+      const all = [...(await profilesFrom(c, host.addr1)), ...(await profilesFrom(c, host.addr2))];
+      const first = all.find((p) => p['templateId'] === META && p.sourceTransportPort === port);
+      if (!first) return false;
+      const mine = all.filter((p) => String(p.flowId) === String(first.flowId)).sort(byTime);
+      const meta = mine.filter((p) => p['templateId'] === META);
+      const subs = new Map<number, ApiProfile[]>();
+      for (const p of mine.filter((q) => q['templateId'] === SUBFLOW)) {
+        const k = num(p, 'pathIndex');
+        subs.set(k, [...(subs.get(k) ?? []), p]);
+      }
+      found = { meta, subflows: subs };
+      const ended = [...subs.values()].filter((ps) => TERMINAL.includes(ps.at(-1)!.endState)).length;
+      return TERMINAL.includes(meta.at(-1)?.endState ?? '') && ended >= subflows;
+    },
+    timeoutMs,
+  );
+  return found;
+}
+
+/** The subflow of a peer's line whose local port is `port`. */
+function subflowAt(line: MpLine, port: number): SubflowInfo {
+  const s = line.subflows.find((x) => x['local_port'] === port);
+  assert.ok(s, `no subflow with local port ${port} in ${JSON.stringify(line.subflows)}`);
+  return s;
+}
+
+describe('kpiflow agent --source live, MPTCP over two paths, profiles read back from kpiflow collect', {
+  concurrency: false,
+}, () => {
+  let dir = '';
+  let collector: CollectorProcess | null = null;
+  let agent: AgentProcess | null = null;
+
+  before(async () => {
+    if (rootUnavailableReason() !== null) return;
+    dir = mkdtempSync(join(tmpdir(), 'kpiflow-mptcp-'));
+    collector = await CollectorProcess.start({ dir });
+    agent = await AgentProcess.start([
+      '--export',
+      `tcp://127.0.0.1:${collector.tcp.port}`,
+      '--flush-interval',
+      '50ms',
+      '--ring-size',
+      '64M',
+    ]);
+  });
+
+  after(async () => {
+    try {
+      for (const l of agent?.logs ?? [])
+        if (Number(l['level']) >= 40) process.stderr.write(`agent: ${JSON.stringify(l).slice(0, 600)}\n`);
+      if (agent) assert.equal(await agent.stop(), 0, `agent exit code; stderr: ${agent.stderr}`);
+    } finally {
+      await agent?.kill();
+      await collector?.kill();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  /** Runs `fn` with a fresh two-path topology and the peers it starts, all removed afterwards. */
+  async function scenario(fn: (topo: MptcpTopology, peers: Peer[]) => Promise<void>): Promise<void> {
+    const topo = createMptcpTopology();
+    const peers: Peer[] = [];
+    try {
+      await fn(topo, peers);
+    } finally {
+      for (const p of peers) p.kill();
+      topo.close();
+    }
+  }
+
+  it('a transfer over two subflows: one connection profile with 2 subflows, subflows on distinct paths, bytes as the applications and MPTCP_INFO say', async (t) => {
+    if (!requireLive(t)) return;
+    await scenario(async ({ client, server }, peers) => {
+      const port = 6101;
+      const total = 8 << 20;
+      signal(server);
+      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startMptcpPeer(client, [
+        'client',
+        server.addr1,
+        port,
+        total,
+        1000,
+        '--chunk',
+        65536,
+        '--interval',
+        2,
+      ]);
+      peers.push(cli);
+      const connected = await phase(cli, 'connected');
+      const cport = Number(connected['local_port']);
+      const done = await phase(cli, 'done');
+      cli.release();
+      await cli.phase('closed');
+      const sdone = await phase(srv, 'done');
+
+      // Kernel's word: two subflows, one per path, and the bytes the applications moved.
+      assert.equal(done['sent'], total);
+      assert.equal(done['received'], 1000);
+      assert.equal(done.mptcp['bytes_sent'], total);
+      assert.equal(done.mptcp['bytes_received'], 1000);
+      assert.equal(sdone.mptcp['bytes_received'], total);
+      assert.equal(done.subflows.length, 2, JSON.stringify(done.subflows));
+      assert.deepEqual(
+        done.subflows.map((s) => s['local_address']).sort(),
+        [client.addr1, client.addr2].sort(),
+      );
+
+      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      // The connection: its handshake, then one profile with both subflows, finished.
+      assert.deepEqual(transitions(cp.meta), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
+      assert.equal(cp.meta.filter((p) => num(p, 'subflowCount') === 2).length, 1);
+      assert.equal(num(cp.meta[1]!, 'subflowCount'), 2);
+      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
+      assert.equal(sum(cp.meta, 'receivedOctetTotalCount'), 1000);
+      assert.equal(sum(cp.meta, 'reinjectionOctetOut'), done.mptcp['bytes_retrans']);
+      assert.ok(num(cp.meta[1]!, 'rcvBufOctetCount') > 0);
+      // Its subflows: paths 1 (initial) and 2 (the join), each the kernel's subflow of its port.
+      assert.deepEqual([...cp.subflows.keys()].sort(), [1, 2]);
+      const moved = { acked: 0, received: 0 };
+      for (const [index, ps] of cp.subflows) {
+        assert.equal(ps.at(-1)!.endState, 'FINISHED', `path ${index}: ${transitions(ps)}`);
+        assert.equal(ps[0]!['sourceAddress'], index === 1 ? client.addr1 : client.addr2);
+        const k = subflowAt(done, ps[0]!.sourceTransportPort);
+        // TCP_INFO counts our SYN and, once acked, our FIN in bytes_acked; profiles do not.
+        const acked = sum(ps, 'transferredOctetTotalCount');
+        assert.ok(
+          acked === Number(k['bytes_acked']) - 1 || acked === Number(k['bytes_acked']) - 2,
+          `path ${index}: ${acked} vs tcpi_bytes_acked ${k['bytes_acked']}`,
+        );
+        assert.equal(sum(ps, 'retransmittedPacketTotalCount'), k['total_retrans']);
+        moved.acked += acked;
+        moved.received += sum(ps, 'receivedOctetTotalCount');
+      }
+      // The subflows carried the connection's bytes (plus any reinjected twice).
+      assert.ok(moved.acked >= total, `subflows carried ${moved.acked} of ${total}`);
+      assert.equal(moved.received, 1000);
+      assert.equal(
+        sum(cp.meta, 'retransmittedPacketTotalCount'),
+        done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
+      );
+
+      // The server's view of the same connection: its own flowId, both subflows, all bytes.
+      const sp = await mptcpProfiles(collector!, server, port, 2);
+      assert.equal(sp.meta.at(-1)!.endState, 'FINISHED');
+      assert.equal(sum(sp.meta, 'receivedOctetTotalCount'), total);
+      assert.equal(sum(sp.meta, 'transferredOctetTotalCount'), 1000);
+      assert.equal(Math.max(...sp.meta.map((p) => num(p, 'subflowCount'))), 2);
+      assert.deepEqual([...sp.subflows.keys()].sort(), [1, 2]);
+      assert.notEqual(String(sp.meta[0]!.flowId), String(cp.meta[0]!.flowId));
+    });
+  });
+
+  it('one path blackholed mid-transfer: that subflow stalls, the connection reinjects (MPTCP_INFO bytes_retrans, MPTcpExtMPTCPRetrans) and finishes', async (t) => {
+    if (!requireLive(t)) return;
+    await scenario(async ({ client, server }, peers) => {
+      const port = 6102;
+      const total = 24 << 20;
+      signal(server);
+      const reinjectedBefore = mptcpExt(client, 'MPTCPRetrans');
+      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startMptcpPeer(client, [
+        'client',
+        server.addr1,
+        port,
+        total,
+        1000,
+        '--chunk',
+        65536,
+        '--interval',
+        10,
+      ]);
+      peers.push(cli);
+      const connected = await phase(cli, 'connected');
+      const cport = Number(connected['local_port']);
+      // Path 1 (the scheduler's favourite: lowest RTT) goes dark for 2.5 s mid-transfer.
+      await sleep(800);
+      nftAdd(server, 'kfmpbh', 'input', `ip saddr ${client.addr1} drop`);
+      await sleep(2500);
+      nftDelete(server, 'kfmpbh');
+      const done = await phase(cli, 'done', 90_000);
+      cli.release();
+      await cli.phase('closed');
+      const sdone = await phase(srv, 'done');
+      const reinjectedSegments = mptcpExt(client, 'MPTCPRetrans') - reinjectedBefore;
+
+      assert.equal(done['sent'], total);
+      assert.equal(sdone['received'], total, 'the connection delivered everything');
+      const bytesRetrans = Number(done.mptcp['bytes_retrans']);
+      assert.ok(bytesRetrans > 0, 'the kernel reinjected at connection level');
+      assert.ok(reinjectedSegments > 0, 'MPTcpExtMPTCPRetrans counted the reinjected segments');
+
+      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      const stalled = cp.subflows.get(1)!;
+      const k1 = subflowAt(done, stalled[0]!.sourceTransportPort);
+      // The blackholed subflow: its RTOs are its stalls, as its TCP_INFO counts them.
+      assert.ok(Number(k1['total_rto']) >= 1);
+      assert.equal(sum(stalled, 'stallCount'), k1['total_rto']);
+      assert.ok(transitions(stalled).includes('ESTABLISHED>UPDATE'), transitions(stalled).join());
+      assert.equal(stalled.at(-1)!.endState, 'FINISHED');
+      // The connection: a head-of-line stall opened UPDATE; the reinjected bytes are the kernel's.
+      assert.ok(transitions(cp.meta).includes('ESTABLISHED>UPDATE'), transitions(cp.meta).join());
+      assert.ok(sum(cp.meta, 'headOfLineStallCount') >= 1);
+      assert.ok(sum(cp.meta, 'headOfLineStallCount') <= Number(k1['total_rto']));
+      assert.equal(sum(cp.meta, 'reinjectionOctetOut'), bytesRetrans);
+      assert.equal(sum(cp.meta, 'stallCount'), k1['total_rto']);
+      assert.equal(
+        sum(cp.meta, 'retransmittedPacketTotalCount'),
+        done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
+      );
+      assert.equal(cp.meta.at(-1)!.endState, 'FINISHED');
+      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
+      // The windows tile the connection.
+      for (let i = 1; i < cp.meta.length; i++) {
+        assert.equal(cp.meta[i]!.flowStartMilliseconds, cp.meta[i - 1]!.flowEndMilliseconds);
+        assert.equal(cp.meta[i]!.startState, cp.meta[i - 1]!.endState);
+      }
+      process.stderr.write(
+        `mptcp blackhole: reinjected ${bytesRetrans} B in ${reinjectedSegments} segments (MPTcpExt), ` +
+          `HoL stalls ${sum(cp.meta, 'headOfLineStallCount')}, path-1 RTOs ${k1['total_rto']}, ` +
+          `meta ${transitions(cp.meta).join(' ')}\n`,
+      );
+    });
+  });
+
+  it('a subflow added after the start (ADD_ADDR) and removed before the end (RM_ADDR) is reported with its path index and its end', async (t) => {
+    if (!requireLive(t)) return;
+    await scenario(async ({ client, server }, peers) => {
+      const port = 6103;
+      const total = 24 << 20;
+      const joinsBefore = mptcpExt(client, 'MPJoinSynAckRx');
+      const rmBefore = mptcpExt(client, 'RmAddr');
+      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startMptcpPeer(client, [
+        'client',
+        server.addr1,
+        port,
+        total,
+        1000,
+        '--chunk',
+        65536,
+        '--interval',
+        10,
+      ]);
+      peers.push(cli);
+      const connected = await phase(cli, 'connected');
+      const cport = Number(connected['local_port']);
+      assert.equal(connected.subflows.length, 1, 'one path at the start');
+      await sleep(500);
+      const addedAt = Date.now();
+      signal(server);
+      // Wait until the client runs the join, then withdraw the address again.
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && !cli.lines.some((l) => (l as unknown as MpLine).subflows?.length === 2))
+        await sleep(50);
+      assert.ok(
+        cli.lines.some((l) => (l as unknown as MpLine).subflows?.length === 2),
+        'the client joined on path 2',
+      );
+      await sleep(700);
+      const removedAt = Date.now();
+      withdraw(server);
+      const done = await phase(cli, 'done', 90_000);
+      cli.release();
+      await cli.phase('closed');
+      const sdone = await phase(srv, 'done');
+      assert.equal(sdone['received'], total);
+      assert.ok(mptcpExt(client, 'MPJoinSynAckRx') - joinsBefore >= 1, 'kernel: a join');
+      assert.ok(mptcpExt(client, 'RmAddr') - rmBefore >= 1, 'kernel: the address was withdrawn');
+      assert.equal(done.subflows.filter((s) => s['local_address'] === client.addr2).length, 0);
+
+      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      assert.deepEqual([...cp.subflows.keys()].sort(), [1, 2]);
+      const added = cp.subflows.get(2)!;
+      const end = cp.meta.at(-1)!;
+      assert.equal(end.endState, 'FINISHED');
+      // Added after the start: its handshake is later than the connection's, and not before
+      // the endpoint was configured.
+      assert.equal(added[0]!.startState, 'NEW');
+      assert.equal(added[0]!['sourceAddress'], client.addr2);
+      assert.ok(added[0]!.flowStartMilliseconds >= addedAt - 50, 'joined after the endpoint was added');
+      assert.ok(added[0]!.flowStartMilliseconds > cp.meta[0]!.flowEndMilliseconds);
+      // Removed before the end: its last profile ends before the connection's, after withdrawal.
+      const gone = added.at(-1)!;
+      assert.ok(TERMINAL.includes(gone.endState), transitions(added).join());
+      assert.ok(gone.flowEndMilliseconds >= removedAt - 50);
+      assert.ok(gone.flowEndMilliseconds < end.flowEndMilliseconds, 'removed before the connection ended');
+      // The connection's profiles say so: 2 subflows in the window that saw both.
+      assert.equal(Math.max(...cp.meta.map((p) => num(p, 'subflowCount'))), 2);
+      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
+      assert.ok(sum(added, 'transferredOctetTotalCount') > 0, 'path 2 carried data while it was up');
+    });
+  });
+});
