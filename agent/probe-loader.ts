@@ -268,6 +268,36 @@ export function kernelSupport(spec: ProbeSpec, kernel: Btf): KernelSupport {
   return { skip, unavailable, missing, stateViaSockops };
 }
 
+/**
+ * MPTCP KPIs this kernel cannot give. The connection level's counters come from struct
+ * mptcp_sock, read at the subflows' events (no hook on the meta socket itself); what the kernel
+ * keeps only per namespace (MPTcpExt) or sees only per packet is never measured.
+ */
+export function mptcpUnavailable(kernel: Pick<Btf, 'struct' | 'hasMember'>): UnavailableKpi[] {
+  const out: UnavailableKpi[] = [];
+  if (kernel.struct('mptcp_sock') === null) {
+    out.push({
+      kpi: 'mptcpConnection',
+      reason: 'no struct mptcp_sock (MPTCP not built): subflows are plain TCP',
+    });
+    return out;
+  }
+  for (const [kpi, field] of [
+    ['mptcpReinjectedBytes', 'bytes_retrans'],
+    ['mptcpSubflowsCreated', 'subflow_id'],
+  ] as const)
+    if (!kernel.hasMember('mptcp_sock', field))
+      out.push({ kpi, reason: `struct mptcp_sock has no ${field} here` });
+  const perPacket =
+    'the kernel counts it per namespace only (MPTcpExt); per connection it would take a per-packet hook';
+  out.push(
+    { kpi: 'mptcpReinjectedSegments', reason: perPacket },
+    { kpi: 'mptcpReinjectionsReceived', reason: perPacket },
+    { kpi: 'mptcpOutOfOrder', reason: perPacket },
+  );
+  return out;
+}
+
 /** Options of startLiveProbes. */
 export interface LiveProbesOptions {
   /** The compiled probes (default: build/probes/kpiflow.bpf.o of this checkout). */
@@ -464,7 +494,7 @@ export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
     spec.programs
       .filter((p) => p.kind !== 'iter' && (options.perPacket || p.name !== PROBE_NAMES.perPacket))
       .map((p) => p.name);
-  const unavailable = [...support.unavailable];
+  const unavailable = [...support.unavailable, ...mptcpUnavailable(kernel)];
   if (!wanted.includes(PROBE_NAMES.perPacket)) {
     unavailable.push({ kpi: 'ofoDistance', reason: 'needs the per-packet mode (perPacket), off by default' });
   }

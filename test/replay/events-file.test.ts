@@ -22,7 +22,7 @@ import {
   readEventFileInfo,
   TCP_STATE,
 } from '../../agent/index.js';
-import { decodeProbeEvents, encodeProbeEvent } from '../../agent/probe-event-decoder.js';
+import { decodeProbeEvents, encodeProbeEvent, PROBE_EVENT_SIZE } from '../../agent/probe-event-decoder.js';
 import { IpfixDecoder, type IpfixRecord, MessageFramer } from '../../ipfix/index.js';
 import { KPIFLOW } from '../helpers/collector-process.js';
 import { SyntheticSocket } from '../helpers/synthetic-events.js';
@@ -129,7 +129,7 @@ describe('events file: record, then replay', () => {
     assert.equal(info.version, EVENT_FILE_VERSION);
     assert.equal(info.clockExact, true);
     assert.equal(info.header.bootId, 'test-boot');
-    assert.equal(info.header.eventSize, 232);
+    assert.equal(info.header.eventSize, PROBE_EVENT_SIZE);
   });
 
   it('the reader gives back the exact event bytes, batch order kept, large batches split', async () => {
@@ -210,9 +210,9 @@ describe('events file: bad input', () => {
       writeFileSync(f, Buffer.concat([pre, json, b.subarray(32 + hlen)]));
       return f;
     };
-    assert.throws(() => readEventFileInfo(withHeader({ ...header, eventSize: 240 })), {
+    assert.throws(() => readEventFileInfo(withHeader({ ...header, eventSize: 248 })), {
       code: 'AGT_ERR_EVENTS_LAYOUT',
-      message: /event record of 240 bytes .* this kpiflow decodes 232 bytes/,
+      message: /event record of 248 bytes .* this kpiflow decodes 240 bytes/,
     });
     const layout = { ...(header['eventLayout'] as object), arg0: [72, 4] };
     assert.throws(() => readEventFileInfo(withHeader({ ...header, eventLayout: layout })), {
@@ -306,7 +306,7 @@ describe('events file: memory', () => {
     for (let i = 0; i < 108; i++) {
       w.writeRaw(chunk);
       // What is not yet on disk is at most the buffer (1 MiB) plus one record.
-      assert.ok(w.stats.records * 12 + w.stats.events * 232 - statSync(rec).size < 2 << 20);
+      assert.ok(w.stats.records * 12 + w.stats.events * PROBE_EVENT_SIZE - statSync(rec).size < 2 << 20);
     }
     await w.close();
     assert.ok(statSync(rec).size > 100e6);
