@@ -156,7 +156,15 @@ describe('ProbeSpec', () => {
       kf_iter_tcp: 'iter:tcp',
       kf_naive_probe: 'tp_btf:tcp_probe',
     });
-    assert.deepEqual([...spec.maps].sort(), ['kf_events', 'kf_scratch', 'kf_sk', 'kf_stats', 'kf_syn_rx']);
+    assert.deepEqual([...spec.maps].sort(), [
+      'kf_events',
+      'kf_iter_scratch',
+      'kf_msk',
+      'kf_scratch',
+      'kf_sk',
+      'kf_stats',
+      'kf_syn_rx',
+    ]);
     const knobs = Object.fromEntries(spec.knobs.map((k) => [k.name, k.size]));
     assert.equal(knobs['kf_netns_filter'], 4);
     assert.equal(knobs['kf_state_via_sockops'], 1);
