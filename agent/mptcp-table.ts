@@ -60,6 +60,12 @@ export interface MptcpConnection {
   subflowStalls: number;
   /** Seen from its first subflow's handshake, not picked up already open. */
   readonly adopted: boolean;
+  /**
+   * An `mptcp` event of the connection arrived: only then does it have counters and profiles.
+   * A source that describes subflows only (the pcap replay) ties them together by flowId, and
+   * its connections make no profile rather than one of zeros.
+   */
+  described: boolean;
   /** Wire bytes of the addresses (the profile builder's, once per connection). */
   wire: { local: Uint8Array; remote: Uint8Array } | null;
 }
@@ -178,6 +184,8 @@ export class MptcpTable {
     if (ended && s.alive) {
       s.alive = false;
       s.finished = finished;
+      // Never described by an event of its own: forgotten with its last subflow.
+      if (!c.described && ![...c.subflows.values()].some((x) => x.alive)) this.conns.delete(key);
     }
   }
 
@@ -192,6 +200,7 @@ export class MptcpTable {
       this.conns.set(key, c);
     }
     if (ev.tsNs < c.last.tsNs) return;
+    c.described = true;
     // Picked up open from a subflow's event: the first connection event is the baseline.
     if (c.adopted && c.windowStart.counters === ZERO_MPTCP)
       c.windowStart = { ...c.windowStart, counters: mptcpCounters(ev) };
@@ -255,7 +264,7 @@ export class MptcpTable {
   desyncAll(remove = false): number {
     let n = 0;
     for (const c of this.conns.values()) {
-      if (isTerminal(c.state) || c.state === STATE.DESYNC) continue;
+      if (!c.described || isTerminal(c.state) || c.state === STATE.DESYNC) continue;
       this.close(c, STATE.DESYNC, c.last);
       c.state = STATE.DESYNC;
       n++;
@@ -328,6 +337,7 @@ export class MptcpTable {
       subflowRetrans: 0,
       subflowStalls: 0,
       adopted: !fresh,
+      described: false,
       wire: null,
     };
     this.conns.set(key, c);
@@ -346,6 +356,7 @@ export class MptcpTable {
   }
 
   private close(c: MptcpConnection, endReason: State, end: MptcpSnapshot): void {
+    if (!c.described) return;
     this.stats.windows++;
     this.options.onWindow({
       conn: c,

@@ -205,6 +205,8 @@ class Conn {
   mpJoin = false;
   mpVersion = 0;
   meta: MptcpMeta | null = null;
+  /** Its position among its MPTCP connection's subflows, in order of appearance (1-based). */
+  mpPathIndex = 0;
   endReason: ConnectionSummary['end'] = 'fin';
   localAddr = '';
   remoteAddr = '';
@@ -850,6 +852,7 @@ export class TcpAnalyzer {
       server: `${c.ipVersion === 6 ? `[${sv}]` : sv}:${sp}`,
       join,
     });
+    c.mpPathIndex = meta.subflows.length;
   }
 
   // --- events ---
@@ -915,6 +918,19 @@ export class TcpAnalyzer {
       counters,
       ancillary,
       missing: PCAP_MISSING,
+      // An MPTCP subflow tied to its connection: the capture's connection number stands for the
+      // kernel's key (flowIds are salted by the file anyway), the order of appearance for its
+      // subflow id.
+      ...(c.meta
+        ? {
+            mptcp: {
+              token: c.meta.tokens[0] ?? 0,
+              key: BigInt(c.meta.id) + 1n,
+              pathIndex: c.mpPathIndex,
+              fastclose: false,
+            },
+          }
+        : {}),
     });
   }
 }

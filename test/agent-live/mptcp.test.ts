@@ -9,13 +9,15 @@
  * MPTcpExt counters; never the agent.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CollectorProcess } from '../helpers/collector-process.js';
+import { CollectorProcess, KPIFLOW } from '../helpers/collector-process.js';
 import type { Peer } from '../helpers/json-peer.js';
 import { rootUnavailableReason } from '../helpers/netns.js';
+import { requireTools } from '../helpers/tools.js';
 import {
   AgentProcess,
   type ApiProfile,
@@ -96,6 +98,60 @@ async function mptcpProfiles(
     timeoutMs,
   );
   return found;
+}
+
+/** Records of `templateId` in an RFC 5655 file, as `kpiflow ipfix dump` decodes them. */
+function records(file: string, templateId: number): Record<string, unknown>[] {
+  const r = spawnSync(process.execPath, [KPIFLOW, 'ipfix', 'dump', file], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 30,
+  });
+  assert.equal(r.status, 0, r.stderr);
+  return r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith(`{"_templateId":${templateId},`))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/** Starts tcpdump on every interface of `host` into `file`; resolves once it listens. */
+async function startCapture(host: MptcpHost, file: string, port: number) {
+  const dump = host.spawn('tcpdump', [
+    '-i',
+    'any',
+    '-w',
+    file,
+    '-s',
+    '200',
+    '-B',
+    '32768',
+    '-n',
+    '-U',
+    '--immediate-mode',
+    `tcp port ${port}`,
+  ]);
+  let err = '';
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tcpdump did not start: ${err}`)), 15_000);
+    dump.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      if (/listening on/.test(err)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  return {
+    /** Stops it (after a pause to drain its ring); the packets it dropped. */
+    async stop(): Promise<number> {
+      await sleep(1500);
+      dump.kill('SIGINT');
+      await new Promise<void>((r) => (dump.exitCode !== null ? r() : dump.once('close', () => r())));
+      const m = /(\d+) packets? dropped by kernel/.exec(err);
+      assert.ok(m, `tcpdump summary: ${err}`);
+      return Number(m[1]);
+    },
+    kill: () => dump.kill('SIGKILL'),
+  };
 }
 
 /** The subflow of a peer's line whose local port is `port`. */
@@ -233,6 +289,88 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       assert.deepEqual([...sp.subflows.keys()].sort(), [1, 2]);
       assert.notEqual(String(sp.meta[0]!.flowId), String(cp.meta[0]!.flowId));
     });
+  });
+
+  it('pcap replay of a two-subflow transfer captured at the client recognises one MPTCP connection: one flowId, path indexes 1 and 2, the live subflows’ bytes', async (t) => {
+    if (!requireLive(t) || !requireTools(t, 'tcpdump')) return;
+    const capDir = mkdtempSync(join(tmpdir(), 'kf-mptcp-pcap-'));
+    let capture: Awaited<ReturnType<typeof startCapture>> | null = null;
+    try {
+      await scenario(async ({ client, server }, peers) => {
+        const port = 6104;
+        const total = 4 << 20;
+        const cap = join(capDir, 'client.pcap');
+        const replayed = join(capDir, 'replay.ipfix');
+        signal(server);
+        capture = await startCapture(client, cap, port);
+        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+        peers.push(srv);
+        await srv.phase('listening');
+        const cli = startMptcpPeer(client, [
+          'client',
+          server.addr1,
+          port,
+          total,
+          1000,
+          '--chunk',
+          65536,
+          '--interval',
+          10,
+        ]);
+        peers.push(cli);
+        const cport = Number((await phase(cli, 'connected'))['local_port']);
+        await phase(cli, 'done');
+        cli.release();
+        await cli.phase('closed');
+        await srv.phase('done');
+        const live = await mptcpProfiles(collector!, client, cport, 2);
+        assert.equal(
+          await capture.stop(),
+          0,
+          'the capture missed packets: the comparison would mean nothing',
+        );
+        capture = null;
+        const rep = spawnSync(
+          process.execPath,
+          [
+            KPIFLOW,
+            'agent',
+            '--source',
+            `pcap:${cap}`,
+            '--local-net',
+            `${client.addr1}/32,${client.addr2}/32`,
+            '--export',
+            `file:${replayed}`,
+            '--log-level',
+            'warn',
+          ],
+          { encoding: 'utf8', timeout: 60_000 },
+        );
+        assert.equal(rep.status, 0, `replay exit ${rep.status}: ${rep.stderr}${rep.stdout}`);
+        const subs = records(replayed, SUBFLOW);
+        assert.equal(new Set(subs.map((r) => String(r['flowId']))).size, 1, 'one MPTCP connection');
+        for (const [index, ps] of live.subflows) {
+          const port = ps[0]!.sourceTransportPort;
+          const mine = subs.filter((r) => r['sourceTransportPort'] === port);
+          assert.ok(mine.length > 0, `the capture has path ${index} (port ${port})`);
+          assert.ok(
+            mine.every((r) => r['pathIndex'] === index),
+            `path ${index}: ${JSON.stringify(mine)}`,
+          );
+          assert.equal(
+            mine.reduce((n, r) => n + Number(r['transferredOctetTotalCount']), 0),
+            sum(ps, 'transferredOctetTotalCount'),
+            `path ${index}: bytes in the capture and in the live profiles`,
+          );
+        }
+        // A capture shows subflows, not the meta socket's counters: no connection profile.
+        assert.equal(records(replayed, META).length, 0);
+      });
+    } finally {
+      // Assigned inside the scenario's callback, which TypeScript does not follow.
+      (capture as { kill(): void } | null)?.kill();
+      rmSync(capDir, { recursive: true, force: true });
+    }
   });
 
   it('one path blackholed mid-transfer: that subflow stalls, the connection reinjects (MPTCP_INFO bytes_retrans, MPTcpExtMPTCPRetrans) and finishes', async (t) => {
