@@ -82,9 +82,19 @@ export {
 export { type LiveSourceOptions, openLiveSource } from './live-source.js';
 export { AGENT_METRIC_PREFIX, createAgentRegistry } from './metrics.js';
 export {
+  type MptcpConnection,
+  type MptcpSnapshot,
+  MptcpTable,
+  type MptcpTableOptions,
+  type MptcpWindow,
+} from './mptcp-table.js';
+export {
   type AncillaryCounters,
   EVENT_KIND,
   type EventKind,
+  type MptcpCounters,
+  type MptcpIdentity,
+  mptcpCounters,
   type ProbeEvent,
   type TcpCounters,
 } from './probe-event.js';
@@ -93,6 +103,7 @@ export {
   defaultBootId,
   flowIdOf,
   measureClockOffset,
+  mptcpFlowIdOf,
   type Profile,
   ProfileBuilder,
   type ProfileBuilderOptions,
@@ -111,6 +122,7 @@ export {
   availableKpis,
   type KpiField,
   MPTCP_META_KPI_FIELDS,
+  MPTCP_SUBFLOW_KPI_FIELDS,
   mappedAddress,
   mptcpMetaFields,
   mptcpSubflowFields,
