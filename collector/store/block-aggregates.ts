@@ -131,13 +131,7 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
   }
   const flowFirst = firstRowOfFlow(c);
   const numKeys = new Int32Array(65536).fill(-1);
-  const parts: {
-    keysJson: Uint8Array;
-    stats: Float64Array;
-    rOff: Uint32Array;
-    tOff: Uint32Array;
-    ent: Uint32Array;
-  }[] = [];
+  const parts: DimensionPart[] = [];
   for (const d of DIMENSIONS) {
     const [keys, kix] = dimensionKeys(c, DIMENSION_COLUMN[d], numKeys);
     const K = keys.length;
@@ -178,6 +172,20 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
     for (let k = 0; k <= K; k++) tOff[k]! += rEnt.length;
     parts.push({ keysJson: utf8.encode(JSON.stringify(keys)), stats, rOff, tOff, ent });
   }
+  return layoutAggregates(parts);
+}
+
+/** One dimension's pre-aggregates, ready to be laid out. */
+export interface DimensionPart {
+  keysJson: Uint8Array;
+  stats: Float64Array;
+  rOff: Uint32Array;
+  tOff: Uint32Array;
+  ent: Uint32Array;
+}
+
+/** The aggregate BLOB of every dimension's part, in DIMENSIONS order. */
+export function layoutAggregates(parts: DimensionPart[]): Uint8Array {
   let off = DIR;
   const dirs: number[][] = [];
   for (const p of parts) {

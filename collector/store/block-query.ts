@@ -8,6 +8,7 @@ import { CollectorError } from '../errors.js';
 import {
   addEntries,
   DIMENSION_COLUMN,
+  type DimensionAggregates,
   HIST_BUCKETS,
   histBucket,
   histPercentile,
@@ -17,6 +18,7 @@ import {
   STAT_WIDTH,
   SUM_COLUMNS,
 } from './block-aggregates.js';
+import { ROLLUP_MS } from './block-rollups.js';
 import { bloomMayHave } from './flow-bloom.js';
 import type { TablePacker } from './packed-batch.js';
 import { mean, percentile } from './percentiles.js';
@@ -159,12 +161,16 @@ interface Acc {
   tteCount: number;
   tteSum: number;
   /**
-   * Histogram entries (bucket << 22 | count) of pre-aggregated blocks, null while every
-   * contribution was scanned. Kept raw: only the groups returned are turned into histograms.
+   * Pre-aggregates merged into this group, as (source × 2^26 + key index) into the summary's
+   * list of sources; null while every contribution was scanned. Only the groups returned are
+   * turned into histograms.
    */
-  rttEntries: number[] | null;
-  tteEntries: number[] | null;
+  refs: number[] | null;
 }
+
+/** Pre-aggregates of one block or roll-up merged into a summary. */
+type Sources = DimensionAggregates[];
+const REF_SHIFT = 2 ** 26;
 
 /** SQLite's ORDER BY of mixed keys: NULL, then numbers, then text (binary order). */
 function compareKeys(a: string | number | null, b: string | number | null): number {
@@ -183,6 +189,7 @@ export class BlockReader {
   private bloomsUpTo = Number.NEGATIVE_INFINITY;
   private readonly dataOf: Database.Statement;
   private readonly aggsOf: Database.Statement;
+  private readonly rollupsIn: Database.Statement;
 
   constructor(
     private readonly db: Db,
@@ -191,6 +198,9 @@ export class BlockReader {
   ) {
     this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
     this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
+    this.rollupsIn = db.prepare(
+      'SELECT start, maxBlockId, aggs FROM profile_rollups WHERE span = ? AND start >= ? AND start + span <= ? ORDER BY start',
+    );
   }
 
   private block(id: number): ProfileBlock | null {
@@ -344,18 +354,46 @@ export class BlockReader {
           rttSum: 0,
           tteCount: 0,
           tteSum: 0,
-          rttEntries: null,
-          tteEntries: null,
+          refs: null,
         };
         byKey.set(key, a);
       }
       return a;
     };
+    const sources: Sources = [];
+    // Hours wholly inside the range that have a roll-up (hour start -> its maxBlockId).
+    const covered = new Map<number, number>();
+    if (useAggs && bucketMs % ROLLUP_MS === 0) {
+      const rollups = this.rollupsIn.all(ROLLUP_MS, clampSql(from), clampSql(to)) as {
+        start: number;
+        maxBlockId: number;
+        aggs: Buffer;
+      }[];
+      for (const r of rollups) {
+        covered.set(r.start, r.maxBlockId);
+        const bucket = bucketMs ? Math.floor(r.start / bucketMs) * bucketMs : null;
+        this.mergeBlob(r.aggs, q, bucket, acc, sources);
+      }
+    }
     for (const m of metas) {
+      let skip: ((t: number) => boolean) | null = null;
+      if (covered.size) {
+        // Rows of this block in a rolled-up hour that counts it are already in the summary.
+        const lo = Math.max(m.tmin, from);
+        const hi = Math.min(m.tmax, to - 1);
+        let some = false;
+        let all = true;
+        for (let h = Math.floor(lo / ROLLUP_MS) * ROLLUP_MS; h <= hi; h += ROLLUP_MS) {
+          if ((covered.get(h) ?? -1) >= m.id) some = true;
+          else all = false;
+        }
+        if (all) continue;
+        if (some) skip = (t) => (covered.get(Math.floor(t / ROLLUP_MS) * ROLLUP_MS) ?? -1) >= m.id;
+      }
       const inside = m.tmin >= from && m.tmax < to;
       const oneBucket = !bucketMs || Math.floor(m.tmin / bucketMs) === Math.floor(m.tmax / bucketMs);
-      if (useAggs && inside && oneBucket) this.mergeAggregates(m, q, bucketMs, acc);
-      else this.scan(m, q, from, to, bucketMs, acc);
+      if (useAggs && inside && oneBucket && !skip) this.mergeAggregates(m, q, bucketMs, acc, sources);
+      else this.scan(m, q, from, to, bucketMs, acc, skip);
     }
     const rows = [...groups.values()]
       .flatMap((g) => [...g.values()])
@@ -363,7 +401,7 @@ export class BlockReader {
         (a, b) => b.profiles - a.profiles || compareKeys(a.key, b.key) || (a.bucket ?? 0) - (b.bucket ?? 0),
       )
       .slice(0, q.limit);
-    return rows.map((a) => finish(a));
+    return rows.map((a) => finish(a, sources));
   }
 
   private mergeAggregates(
@@ -371,11 +409,23 @@ export class BlockReader {
     q: SummaryQuery,
     bucketMs: number,
     acc: (key: string | number | null, bucket: number | null) => Acc,
+    sources: Sources,
   ): void {
     const blob = this.aggsOf.get(m.id) as Buffer | undefined;
     if (!blob) return;
+    this.mergeBlob(blob, q, bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null, acc, sources);
+  }
+
+  /** Adds a pre-aggregate BLOB (a block's or a roll-up's) to one bucket of the summary. */
+  private mergeBlob(
+    blob: Uint8Array,
+    q: SummaryQuery,
+    bucket: number | null,
+    acc: (key: string | number | null, bucket: number | null) => Acc,
+    sources: Sources,
+  ): void {
     const d = readAggregates(blob, q.groupBy);
-    const bucket = bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null;
+    const src = sources.push(d) - 1;
     for (let k = 0; k < d.keys.length; k++) {
       const a = acc(d.keys[k]!, bucket);
       const o = k * STAT_WIDTH;
@@ -387,11 +437,8 @@ export class BlockReader {
       a.rttSum += s[o + STAT_RTT + 1]!;
       a.tteCount += s[o + STAT_RTT + 2]!;
       a.tteSum += s[o + STAT_RTT + 3]!;
-      a.rttEntries ??= [];
-      a.tteEntries ??= [];
-      const e = d.entries;
-      for (let x = d.rttOffsets[k]!, end = d.rttOffsets[k + 1]!; x < end; x++) a.rttEntries.push(e[x]!);
-      for (let x = d.tteOffsets[k]!, end = d.tteOffsets[k + 1]!; x < end; x++) a.tteEntries.push(e[x]!);
+      a.refs ??= [];
+      a.refs.push(src * REF_SHIFT + k);
     }
   }
 
@@ -402,6 +449,7 @@ export class BlockReader {
     to: number,
     bucketMs: number,
     acc: (key: string | number | null, bucket: number | null) => Acc,
+    skip: ((t: number) => boolean) | null = null,
   ): void {
     const b = this.block(m.id);
     if (!b) return;
@@ -426,7 +474,7 @@ export class BlockReader {
     const dict = str ? str.dict() : null;
     for (let i = 0; i < n; i++) {
       const ti = t[i]!;
-      if (ti < from || ti >= to || !test(i)) continue;
+      if (ti < from || ti >= to || !test(i) || skip?.(ti)) continue;
       let code: number;
       if (str) code = str.index[i]!;
       else if (num?.has(i)) code = num.num(i) + 1;
@@ -467,8 +515,8 @@ export class BlockReader {
 }
 
 /** The summary row of a group: exact statistics when every row was scanned, else flagged approximate. */
-function finish(a: Acc): SummaryRow {
-  const approximate = a.rttEntries !== null;
+function finish(a: Acc, sources: Sources): SummaryRow {
+  const approximate = a.refs !== null;
   const row: SummaryRow = {
     key: a.key,
     bucket: a.bucket,
@@ -484,8 +532,8 @@ function finish(a: Acc): SummaryRow {
     timeToEstablish: null,
   };
   if (approximate) {
-    const rh = histogram(a.rttEntries!, a.rtt ?? []);
-    const th = histogram(a.tteEntries ?? [], a.tte ?? []);
+    const rh = histogram(a.refs!, sources, 'rtt', a.rtt ?? []);
+    const th = histogram(a.refs!, sources, 'tte', a.tte ?? []);
     const pr = (p: number) => histPercentile(rh, a.rttCount, p);
     const pt = (p: number) => histPercentile(th, a.tteCount, p);
     if (a.rttCount > 0)
@@ -511,10 +559,15 @@ function finish(a: Acc): SummaryRow {
   return row;
 }
 
-/** A histogram of pre-aggregate entries plus exact values. */
-function histogram(entries: number[], values: number[]): Uint32Array {
+/** A histogram of a group's pre-aggregates plus exact values. */
+function histogram(refs: number[], sources: Sources, which: 'rtt' | 'tte', values: number[]): Uint32Array {
   const h = new Uint32Array(HIST_BUCKETS);
-  addEntries(h, entries, 0, entries.length);
+  for (const r of refs) {
+    const d = sources[Math.floor(r / REF_SHIFT)]!;
+    const k = r % REF_SHIFT;
+    const off = which === 'rtt' ? d.rttOffsets : d.tteOffsets;
+    addEntries(h, d.entries, off[k]!, off[k + 1]!);
+  }
   for (const v of values) h[histBucket(v)]!++;
   return h;
 }

@@ -6,6 +6,7 @@
 import type Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
 import { encodeAggregates } from './block-aggregates.js';
+import { RollupWriter } from './block-rollups.js';
 import { buildBloom } from './flow-bloom.js';
 import type { PackedTable, TablePacker } from './packed-batch.js';
 import { BLOCK_MAX_ROWS, encodeBlock, ProfileBlock } from './profile-block.js';
@@ -58,11 +59,14 @@ export function buildBlock(t: PackedTable, ids: ArrayLike<number>, start: number
 /** Writes blocks and deletes old profiles in them, on the writer's connection. */
 export class BlockWriter {
   private readonly insert: Database.Statement;
+  /** Hourly roll-ups of the blocks written. */
+  readonly rollups: RollupWriter;
 
   constructor(
     private readonly db: Db,
     private readonly packer: TablePacker,
   ) {
+    this.rollups = new RollupWriter(db);
     this.insert = db.prepare(
       'INSERT INTO profile_blocks (id, tmin, tmax, n, addrs, aggs, bloom, data) VALUES (@id, @tmin, @tmax, @n, @addrs, @aggs, @bloom, @data)',
     );
@@ -72,8 +76,11 @@ export class BlockWriter {
   write(t: PackedTable, firstId: number): void {
     const ids = new Float64Array(t.n);
     for (let i = 0; i < t.n; i++) ids[i] = firstId + i;
-    for (let s = 0; s < t.n; s += BLOCK_MAX_ROWS)
-      this.put(buildBlock(t, ids, s, Math.min(t.n, s + BLOCK_MAX_ROWS)));
+    for (let s = 0; s < t.n; s += BLOCK_MAX_ROWS) {
+      const b = buildBlock(t, ids, s, Math.min(t.n, s + BLOCK_MAX_ROWS));
+      this.put(b);
+      this.rollups.blockWritten(b.tmin, b.tmax, b.n);
+    }
   }
 
   private put(b: BlockRow): void {
@@ -129,6 +136,7 @@ export class BlockWriter {
       // The block keeps its key: readers holding its bloom filter still find it (a superset).
       this.put({ ...nb, id: b.id });
     }
+    if (left < maxRows) this.rollups.deletedBefore(beforeMs);
     return maxRows - left;
   }
 }

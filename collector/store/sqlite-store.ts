@@ -48,6 +48,8 @@ export interface SqliteStoreOptions {
    * refused with COL_ERR_SCHEMA. Read-only stores use the layout the database holds.
    */
   layout?: ProfileLayout;
+  /** Blocks layout: how often an ended hour is rolled up (one per tick), ms; 0: only by buildRollups. Default 1000. */
+  rollupIntervalMs?: number;
   /**
    * Blocks layout: a summary whose blocks hold at most this many profiles reads every row (exact);
    * above it, blocks inside the range use their pre-aggregates. Default EXACT_SUMMARY_ROWS.
@@ -94,6 +96,7 @@ function fromSql<T>(row: unknown): T {
 interface WriteSide {
   insert(b: PackedBatch): Promise<void>;
   deleteOlderThan(beforeMs: number, maxRows: number): Promise<number>;
+  maintain(now: number, max: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -102,6 +105,7 @@ function inlineWriter(db: Db, layout: ProfileLayout): WriteSide {
   return {
     insert: async (b) => w.write(b),
     deleteOlderThan: async (before, max) => w.deleteOlderThan(before, max),
+    maintain: async (now, max) => w.maintain(now, max),
     // The store closes the shared connection itself.
     close: async () => {},
   };
@@ -144,6 +148,7 @@ function threadWriter(path: string, sync: SyncMode, layout: ProfileLayout): Writ
       await call({ op: 'write', batch: b }, transferables(b));
     },
     deleteOlderThan: async (beforeMs, maxRows) => (await call({ op: 'delete', beforeMs, maxRows })) ?? 0,
+    maintain: async (now, max) => (await call({ op: 'maintain', now, max })) ?? 0,
     close: async () => {
       if (!failure) await call({ op: 'close' });
       await worker.terminate();
@@ -164,6 +169,8 @@ export class SqliteStore implements Store {
   private readonly blocks: BlockReader | null = null;
   /** How this database stores profiles. */
   readonly layout: ProfileLayout;
+  private rollupTimer: NodeJS.Timeout | null = null;
+  private rollupRun: Promise<unknown> = Promise.resolve();
 
   constructor(options: SqliteStoreOptions) {
     this.path = options.path;
@@ -191,6 +198,21 @@ export class SqliteStore implements Store {
       options.writerThread && options.path !== ':memory:'
         ? threadWriter(options.path, options.sync ?? 'normal', this.layout)
         : inlineWriter(this.db, this.layout);
+    const every = options.rollupIntervalMs ?? 1000;
+    if (this.layout === 'blocks' && every > 0) {
+      // One hour rolled up per tick at most: the writer's ingest work waits for it.
+      let busy = false;
+      this.rollupTimer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        this.rollupRun = this.writer!.maintain(Date.now(), 1)
+          .catch(() => 0)
+          .finally(() => {
+            busy = false;
+          });
+      }, every);
+      this.rollupTimer.unref();
+    }
   }
 
   async insert(batch: IngestBatch): Promise<void> {
@@ -396,6 +418,15 @@ export class SqliteStore implements Store {
     return this.writer.deleteOlderThan(beforeMs, maxRows);
   }
 
+  /**
+   * Builds the roll-ups (blocks layout) of at most `max` hours that ended by `now` and need one;
+   * returns how many it built. A writable store also does this by itself, an hour a second.
+   */
+  async buildRollups(now = Date.now(), max = Number.POSITIVE_INFINITY): Promise<number> {
+    if (!this.writer) throw new CollectorError('COL_ERR_STORE', `${this.path} is open read-only`);
+    return this.writer.maintain(now, max);
+  }
+
   async sizeBytes(): Promise<number> {
     if (this.path === ':memory:') {
       const pages = this.db.pragma('page_count', { simple: true }) as number;
@@ -419,6 +450,8 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (!this.db.open) return;
+    if (this.rollupTimer) clearInterval(this.rollupTimer);
+    await this.rollupRun;
     await this.writer?.close();
     if (!this.db.readonly) this.db.pragma('wal_checkpoint(TRUNCATE)');
     this.db.close();

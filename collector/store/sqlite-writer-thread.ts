@@ -10,6 +10,7 @@ import { openForWriting, SqliteWriter, type SyncMode } from './sqlite-writer.js'
 export type WriterRequest =
   | { id: number; op: 'write'; batch: import('./packed-batch.js').PackedBatch }
   | { id: number; op: 'delete'; beforeMs: number; maxRows: number }
+  | { id: number; op: 'maintain'; now: number; max: number }
   | { id: number; op: 'close' };
 
 /** The answer to one request. */
@@ -39,6 +40,8 @@ port.on('message', (m: WriterRequest) => {
     if (m.op === 'write') {
       writer.write(m.batch);
       reply({ id: m.id, ok: true });
+    } else if (m.op === 'maintain') {
+      reply({ id: m.id, ok: true, value: writer.maintain(m.now, m.max) });
     } else if (m.op === 'delete') {
       reply({ id: m.id, ok: true, value: writer.deleteOlderThan(m.beforeMs, m.maxRows) });
     } else {

@@ -96,6 +96,15 @@ INSERT INTO meta VALUES ('nextProfileId', (SELECT COALESCE(MAX(id), 0) + 1 FROM 
 );
 CREATE INDEX profile_blocks_tmin ON profile_blocks (tmin);
 CREATE INDEX profile_blocks_tmax ON profile_blocks (tmax);`,
+  // 4: hourly roll-ups of the blocks layout (block-rollups.ts).
+  `CREATE TABLE profile_rollups (
+  span INTEGER NOT NULL,
+  start INTEGER NOT NULL,
+  maxBlockId INTEGER NOT NULL,
+  n INTEGER NOT NULL,
+  aggs BLOB NOT NULL,
+  PRIMARY KEY (span, start)
+) WITHOUT ROWID;`,
 ];
 
 export { tablePackers };
@@ -358,6 +367,11 @@ export class SqliteWriter {
       left -= f.changes;
     }
     return maxRows - left;
+  }
+
+  /** Rolls up at most `max` ended hours (blocks layout); returns how many it built. */
+  maintain(now: number, max: number): number {
+    return this.blocks ? this.blocks.rollups.step(now, max) : 0;
   }
 
   /** Checkpoints the WAL into the database file and closes the connection. */

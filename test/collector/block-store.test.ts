@@ -97,6 +97,47 @@ async function walk(s: Store, f: RowFilter, order: 'asc' | 'desc', limit: number
   throw new Error('no end');
 }
 
+/**
+ * Summaries of the blocks store against the rows store: exact counts and sums, connections an
+ * upper bound, percentiles within 2.2 % where pre-aggregates (flagged approximate) were used.
+ */
+async function sameSummaries(rows: Store, blocks: Store, label: string): Promise<void> {
+  let approximate = 0;
+  for (const q of [
+    { groupBy: 'destination' as const },
+    { groupBy: 'ipVersion' as const, bucketMs: 3_600_000 },
+    { groupBy: 'endState' as const, from: T0 - 3_600_000, to: T0 + 300_000 },
+    { groupBy: 'exporter' as const, from: T0 - 3.5 * 3_600_000, to: T0 - 1_200_000 },
+  ]) {
+    const a = await rows.summary({ limit: 1000, ...q });
+    const b = await blocks.summary({ limit: 1000, ...q });
+    assert.equal(b.length, a.length, `${label} ${JSON.stringify(q)}: groups`);
+    for (const g of b) {
+      const e = a.find((x) => x.key === g.key && x.bucket === g.bucket)!;
+      assert.ok(e, `${label}: ${g.key}/${g.bucket}`);
+      const { rtt, timeToEstablish, approximate: approx, connections, ...exact } = g;
+      const { rtt: er, timeToEstablish: et, connections: ec, ...expected } = e;
+      assert.deepEqual(
+        roundedLike([exact as SummaryRow], [expected as SummaryRow])[0],
+        expected,
+        `${label} ${JSON.stringify(q)}`,
+      );
+      if (!approx) {
+        assert.deepEqual([rtt, timeToEstablish, connections], [er, et, ec]);
+        continue;
+      }
+      approximate++;
+      assert.ok(connections >= ec, 'connections is an upper bound');
+      const near = (x: number | undefined, y: number | undefined) =>
+        assert.ok(Math.abs(x! - y!) <= y! * 0.022 + 1e-9, `${label}: ${x} vs ${y}`);
+      assert.ok(Math.abs(rtt!.mean - er!.mean) < 1e-6 * er!.mean);
+      for (const p of ['p50', 'p90', 'p95', 'p99'] as const) near(rtt![p], er![p]);
+      if (et) for (const p of ['p50', 'p90'] as const) near(timeToEstablish![p], et[p]);
+    }
+  }
+  assert.ok(approximate > 0, `${label}: some group used pre-aggregates`);
+}
+
 describe('blocks layout against the rows layout', () => {
   it('returns the same pages, in the same order, with every column equal, for filters and both orders', async () => {
     const { rows, blocks } = await both(overlappingBatches(12, 300));
@@ -155,36 +196,39 @@ describe('blocks layout against the rows layout', () => {
   it('summarises large ranges from pre-aggregates: exact counts and sums, percentiles within 2.2 %, flagged', async () => {
     const { rows, blocks } = await both(overlappingBatches(10, 400), { exactSummaryRows: 0 });
     try {
-      for (const q of [
-        { groupBy: 'destination' as const },
-        { groupBy: 'ipVersion' as const, bucketMs: 3_600_000 },
-        { groupBy: 'endState' as const, from: T0 - 3_600_000, to: T0 + 300_000 },
-      ]) {
-        const a = await rows.summary({ limit: 1000, ...q });
-        const b = await blocks.summary({ limit: 1000, ...q });
-        assert.equal(b.length, a.length);
-        assert.ok(
-          b.some((g) => g.approximate === true),
-          `${JSON.stringify(q)}: some group used pre-aggregates`,
-        );
-        for (const g of b) {
-          const e = a.find((x) => x.key === g.key && x.bucket === g.bucket)!;
-          assert.ok(e, `${g.key}/${g.bucket}`);
-          const { rtt, timeToEstablish, approximate, connections, ...exact } = g;
-          const { rtt: er, timeToEstablish: et, connections: ec, ...expected } = e;
-          assert.deepEqual(roundedLike([exact as SummaryRow], [expected as SummaryRow])[0], expected);
-          if (!approximate) {
-            assert.deepEqual([rtt, timeToEstablish, connections], [er, et, ec]);
-            continue;
-          }
-          assert.ok(connections >= ec, 'connections is an upper bound');
-          const near = (x: number | undefined, y: number | undefined) =>
-            assert.ok(Math.abs(x! - y!) <= y! * 0.022 + 1e-9, `${x} vs ${y}`);
-          assert.ok(Math.abs(rtt!.mean - er!.mean) < 1e-6 * er!.mean);
-          for (const p of ['p50', 'p90', 'p95', 'p99'] as const) near(rtt![p], er![p]);
-          if (et) for (const p of ['p50', 'p90'] as const) near(timeToEstablish![p], et[p]);
-        }
-      }
+      await sameSummaries(rows, blocks, 'block pre-aggregates');
+    } finally {
+      await rows.close();
+      await blocks.close();
+    }
+  });
+
+  it('summarises from hourly roll-ups the same, with late profiles and after retention', async () => {
+    const batches = overlappingBatches(10, 400);
+    const { rows, blocks } = await both(batches, { exactSummaryRows: 0 });
+    try {
+      const store = blocks as SqliteStore;
+      // Nothing is rolled up before its hour has ended (plus the grace period).
+      assert.equal(await store.buildRollups(T0 - 4 * 3_600_000), 0);
+      const built = await store.buildRollups(T0 + 10 * 3_600_000);
+      assert.ok(built >= 4, `${built} hours rolled up`);
+      assert.equal(await store.buildRollups(T0 + 10 * 3_600_000), 0, 'nothing left to roll up');
+      await sameSummaries(rows, blocks, 'roll-ups');
+      // Late profiles for hours already rolled up: read from their blocks until rolled up again.
+      const late = overlappingBatches(1, 1200)[0]!.map((r, i) => ({
+        ...r,
+        flowStartMilliseconds: T0 - 3_600_000 + i * 2000,
+      }));
+      for (const s of [rows, blocks]) await s.insert({ profiles: late, flows: [], exporters: [] });
+      await sameSummaries(rows, blocks, 'roll-ups and late blocks');
+      assert.equal(await store.buildRollups(T0 + 10 * 3_600_000), 1, 'the late hour is rolled up again');
+      await sameSummaries(rows, blocks, 'roll-ups rebuilt');
+      // Retention in the middle of a rolled-up hour.
+      const cut = T0 - 2.5 * 3_600_000;
+      for (const s of [rows, blocks]) while ((await s.deleteOlderThan(cut, 500)) > 0);
+      await sameSummaries(rows, blocks, 'roll-ups after retention');
+      await store.buildRollups(T0 + 10 * 3_600_000);
+      await sameSummaries(rows, blocks, 'roll-ups after retention, rebuilt');
     } finally {
       await rows.close();
       await blocks.close();

@@ -1,0 +1,296 @@
+/**
+ * Hourly roll-ups of the blocks layout (docs/storage.md): for every hour that has ended, one
+ * `profile_rollups` row holding the pre-aggregates (block-aggregates.ts format) of every profile
+ * whose t lies in that hour, merged from the hour's blocks (blocks straddling the hour contribute
+ * the rows inside it). A summary over a day then merges 24 roll-ups instead of hundreds of blocks.
+ *
+ * A roll-up counts the blocks with id <= its maxBlockId; blocks written later (profiles arriving
+ * late for an hour already rolled up) are read from the blocks themselves by a summary, and the
+ * hour is rolled up again once the late profiles are a noticeable share of it. Retention drops
+ * the roll-ups of every hour it deletes profiles from.
+ */
+import type Database from 'better-sqlite3';
+import {
+  DIMENSION_COLUMN,
+  DIMENSIONS,
+  type DimensionPart,
+  histBucket,
+  layoutAggregates,
+  readAggregates,
+  rttColumn,
+  STAT_RTT,
+  STAT_WIDTH,
+  SUM_COLUMNS,
+} from './block-aggregates.js';
+import { ProfileBlock } from './profile-block.js';
+
+type Db = Database.Database;
+
+/** Roll-up span: one hour. */
+export const ROLLUP_MS = 3_600_000;
+/** An hour is rolled up once it ended this long ago (profiles of it still arriving). */
+export const ROLLUP_GRACE_MS = 120_000;
+/** Late profiles of a rolled-up hour that make it be rolled up again: this many, or this share. */
+const STALE_ROWS = 1000;
+const STALE_SHARE = 0.05;
+/** Largest count one histogram entry holds (22 bits); bigger counts take several entries. */
+const MAX_ENTRY_COUNT = 0x3fffff;
+
+/** Sums of one key while merging. */
+interface KeyAcc {
+  stats: Float64Array;
+  rtt: Map<number, number>;
+  tte: Map<number, number>;
+  /** flowIds of rows added one by one (exact distinct count); merged blobs add their bound. */
+  flows: Set<number | bigint> | null;
+}
+
+/** Merges pre-aggregate BLOBs and rows into one pre-aggregate BLOB. */
+export class AggregateMerger {
+  private readonly dims: Map<string | number | null, KeyAcc>[] = DIMENSIONS.map(() => new Map());
+  /** Profiles merged. */
+  n = 0;
+
+  private acc(d: number, key: string | number | null): KeyAcc {
+    const m = this.dims[d]!;
+    let a = m.get(key);
+    if (!a) {
+      a = { stats: new Float64Array(STAT_WIDTH), rtt: new Map(), tte: new Map(), flows: null };
+      m.set(key, a);
+    }
+    return a;
+  }
+
+  /** Adds a whole pre-aggregate BLOB (a block's, or a roll-up's). */
+  addBlob(blob: Uint8Array): void {
+    for (let d = 0; d < DIMENSIONS.length; d++) {
+      const g = readAggregates(blob, DIMENSIONS[d]!);
+      for (let k = 0; k < g.keys.length; k++) {
+        const a = this.acc(d, g.keys[k]!);
+        for (let x = 0; x < STAT_WIDTH; x++) a.stats[x]! += g.stats[k * STAT_WIDTH + x]!;
+        if (d === 0) this.n += g.stats[k * STAT_WIDTH]!;
+        addCounts(a.rtt, g.entries, g.rttOffsets[k]!, g.rttOffsets[k + 1]!);
+        addCounts(a.tte, g.entries, g.tteOffsets[k]!, g.tteOffsets[k + 1]!);
+      }
+    }
+  }
+
+  /** Adds the rows of a block that `keep` accepts. */
+  addRows(b: ProfileBlock, keep: (i: number) => boolean): void {
+    const n = b.n;
+    const sums = SUM_COLUMNS.map((c) => b.num(c));
+    const rtt = rttColumn(
+      b.num('meanLatencyMicroseconds')?.toFloat64(),
+      b.num('meanLatencyMilliseconds')?.toFloat64(),
+      n,
+    );
+    const tte = b.num('timeToEstablishMilliseconds')?.toFloat64();
+    const flow = b.num('flowId');
+    const keyCols = DIMENSIONS.map((d) => {
+      const c = DIMENSION_COLUMN[d];
+      return { str: b.str(c), num: b.num(c) };
+    });
+    for (let i = 0; i < n; i++) {
+      if (!keep(i)) continue;
+      this.n++;
+      for (let d = 0; d < DIMENSIONS.length; d++) {
+        const kc = keyCols[d]!;
+        const key = kc.str ? kc.str.get(i) : kc.num?.has(i) ? kc.num.num(i) : null;
+        const a = this.acc(d, key);
+        a.stats[0]!++;
+        for (let x = 0; x < sums.length; x++) {
+          const c = sums[x];
+          if (c?.has(i)) a.stats[2 + x]! += c.num(i);
+        }
+        if (flow?.has(i)) {
+          a.flows ??= new Set();
+          a.flows.add(flow.get(i)!);
+        }
+        const r = rtt[i]!;
+        if (!Number.isNaN(r)) {
+          a.stats[STAT_RTT]!++;
+          a.stats[STAT_RTT + 1]! += r;
+          const h = histBucket(r);
+          a.rtt.set(h, (a.rtt.get(h) ?? 0) + 1);
+        }
+        const e = tte ? tte[i]! : Number.NaN;
+        if (e > 0) {
+          a.stats[STAT_RTT + 2]!++;
+          a.stats[STAT_RTT + 3]! += e;
+          const h = histBucket(e);
+          a.tte.set(h, (a.tte.get(h) ?? 0) + 1);
+        }
+      }
+    }
+  }
+
+  /** The merged pre-aggregates as a BLOB. */
+  encode(): Uint8Array {
+    const utf8 = new TextEncoder();
+    const parts: DimensionPart[] = this.dims.map((m) => {
+      const keys = [...m.keys()];
+      const K = keys.length;
+      const stats = new Float64Array(K * STAT_WIDTH);
+      const rOff = new Uint32Array(K + 1);
+      const tOff = new Uint32Array(K + 1);
+      const rEnt: number[] = [];
+      const tEnt: number[] = [];
+      for (let k = 0; k < K; k++) {
+        const a = m.get(keys[k]!)!;
+        stats.set(a.stats, k * STAT_WIDTH);
+        stats[k * STAT_WIDTH + 1]! += a.flows?.size ?? 0;
+        rOff[k] = rEnt.length;
+        pushEntries(rEnt, a.rtt);
+        tOff[k] = tEnt.length;
+        pushEntries(tEnt, a.tte);
+      }
+      rOff[K] = rEnt.length;
+      tOff[K] = tEnt.length;
+      for (let k = 0; k <= K; k++) tOff[k]! += rEnt.length;
+      const ent = new Uint32Array(rEnt.length + tEnt.length);
+      ent.set(rEnt);
+      ent.set(tEnt, rEnt.length);
+      return { keysJson: utf8.encode(JSON.stringify(keys)), stats, rOff, tOff, ent };
+    });
+    return layoutAggregates(parts);
+  }
+}
+
+function addCounts(m: Map<number, number>, entries: Uint32Array, from: number, to: number): void {
+  for (let e = from; e < to; e++) {
+    const x = entries[e]!;
+    const b = x >>> 22;
+    m.set(b, (m.get(b) ?? 0) + (x & MAX_ENTRY_COUNT));
+  }
+}
+
+/** Histogram counts as (bucket << 22 | count) entries, ascending buckets, big counts split. */
+function pushEntries(out: number[], m: Map<number, number>): void {
+  for (const b of [...m.keys()].sort((x, y) => x - y)) {
+    let c = m.get(b)!;
+    while (c > 0) {
+      const part = Math.min(c, MAX_ENTRY_COUNT);
+      out.push(((b << 22) | part) >>> 0);
+      c -= part;
+    }
+  }
+}
+
+/** Hours [floor(tmin), floor(tmax)] a block's rows fall in, as hour starts. */
+function* hoursOf(tmin: number, tmax: number): Generator<number> {
+  for (let h = Math.floor(tmin / ROLLUP_MS) * ROLLUP_MS; h <= tmax; h += ROLLUP_MS) yield h;
+}
+
+/** Builds and drops roll-ups on the writer's connection. */
+export class RollupWriter {
+  /** Hour start -> profiles written for it that its roll-up (if any) does not count. */
+  private readonly dirty = new Map<number, number>();
+  /** Hour start -> profiles its roll-up counts. */
+  private readonly rolled = new Map<number, number>();
+  private readonly blocksOf: Database.Statement;
+  private readonly aggsOf: Database.Statement;
+  private readonly dataOf: Database.Statement;
+  private readonly upsert: Database.Statement;
+
+  constructor(private readonly db: Db) {
+    this.blocksOf = db.prepare(
+      'SELECT id, tmin, tmax, n FROM profile_blocks WHERE tmax >= ? AND tmin < ? ORDER BY id',
+    );
+    this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
+    this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
+    this.upsert = db.prepare(
+      `INSERT INTO profile_rollups (span, start, maxBlockId, n, aggs) VALUES (${ROLLUP_MS}, ?, ?, ?, ?)
+       ON CONFLICT (span, start) DO UPDATE SET maxBlockId = excluded.maxBlockId, n = excluded.n, aggs = excluded.aggs`,
+    );
+    // What the database holds already: hours whose blocks are not (all) rolled up yet.
+    const maxOf = new Map<number, number>();
+    for (const r of db
+      .prepare('SELECT start, maxBlockId, n FROM profile_rollups WHERE span = ?')
+      .all(ROLLUP_MS) as { start: number; maxBlockId: number; n: number }[]) {
+      maxOf.set(r.start, r.maxBlockId);
+      this.rolled.set(r.start, r.n);
+    }
+    for (const b of db.prepare('SELECT id, tmin, tmax, n FROM profile_blocks').iterate() as Iterable<{
+      id: number;
+      tmin: number;
+      tmax: number;
+      n: number;
+    }>) {
+      for (const h of hoursOf(b.tmin, b.tmax)) if ((maxOf.get(h) ?? -1) < b.id) this.note(h, b.n);
+    }
+  }
+
+  private note(h: number, n: number): void {
+    this.dirty.set(h, (this.dirty.get(h) ?? 0) + n);
+  }
+
+  /** A block was written (its rows span [tmin, tmax]). */
+  blockWritten(tmin: number, tmax: number, n: number): void {
+    for (const h of hoursOf(tmin, tmax)) this.note(h, n);
+  }
+
+  /** Hours that need (re)building at `now`, oldest first. */
+  pending(now: number): number[] {
+    const out: number[] = [];
+    for (const [h, late] of this.dirty) {
+      if (h + ROLLUP_MS > now - ROLLUP_GRACE_MS) continue;
+      const n = this.rolled.get(h);
+      if (n === undefined || late >= Math.max(STALE_ROWS, n * STALE_SHARE)) out.push(h);
+    }
+    return out.sort((a, b) => a - b);
+  }
+
+  /** Rolls up at most `max` hours that need it at `now`; returns how many it built. */
+  step(now: number, max = 1): number {
+    const hours = this.pending(now).slice(0, max);
+    for (const h of hours) this.build(h);
+    return hours.length;
+  }
+
+  private build(h: number): void {
+    const metas = this.blocksOf.all(h, h + ROLLUP_MS) as { id: number; tmin: number; tmax: number }[];
+    this.dirty.delete(h);
+    if (metas.length === 0) {
+      this.db.prepare('DELETE FROM profile_rollups WHERE span = ? AND start = ?').run(ROLLUP_MS, h);
+      this.rolled.delete(h);
+      return;
+    }
+    const m = new AggregateMerger();
+    let maxId = 0;
+    for (const b of metas) {
+      maxId = Math.max(maxId, b.id);
+      if (b.tmin >= h && b.tmax < h + ROLLUP_MS) {
+        const aggs = this.aggsOf.get(b.id) as Buffer | undefined;
+        if (aggs) m.addBlob(aggs);
+        continue;
+      }
+      const data = this.dataOf.get(b.id) as Buffer | undefined;
+      if (!data) continue;
+      const blk = new ProfileBlock(b.id, data);
+      const t = blk.t();
+      m.addRows(blk, (i) => {
+        const x = t.num(i);
+        return x >= h && x < h + ROLLUP_MS;
+      });
+    }
+    const blob = m.encode();
+    this.upsert.run(h, maxId, m.n, Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
+    this.rolled.set(h, m.n);
+  }
+
+  /** Retention deleted profiles with t < beforeMs: drops the roll-ups of those hours. */
+  deletedBefore(beforeMs: number): void {
+    this.db.prepare('DELETE FROM profile_rollups WHERE span = ? AND start < ?').run(ROLLUP_MS, beforeMs);
+    for (const h of [...this.rolled.keys()]) if (h < beforeMs) this.rolled.delete(h);
+    for (const h of [...this.dirty.keys()]) if (h + ROLLUP_MS <= beforeMs) this.dirty.delete(h);
+    // The hour holding the cutoff keeps its newer profiles: it is rolled up again.
+    const edge = Math.floor(beforeMs / ROLLUP_MS) * ROLLUP_MS;
+    if (edge === beforeMs) return;
+    if (
+      this.db
+        .prepare('SELECT 1 FROM profile_blocks WHERE tmax >= ? AND tmin < ? LIMIT 1')
+        .get(edge, edge + ROLLUP_MS)
+    )
+      this.note(edge, Number.MAX_SAFE_INTEGER);
+  }
+}
