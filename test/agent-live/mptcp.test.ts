@@ -14,10 +14,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { copyEventFile, EVENT_KIND } from '../../agent/index.js';
 import { CollectorProcess, KPIFLOW } from '../helpers/collector-process.js';
 import type { Peer } from '../helpers/json-peer.js';
 import { rootUnavailableReason } from '../helpers/netns.js';
 import { requireTools } from '../helpers/tools.js';
+import { profileLines } from '../replay/events-profiles.js';
 import {
   AgentProcess,
   type ApiProfile,
@@ -516,5 +518,88 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
       assert.ok(sum(added, 'transferredOctetTotalCount') > 0, 'path 2 carried data while it was up');
     });
+  });
+
+  it('the live agent’s recording (--record) of a blackholed two-path transfer replays (events:FILE) into exactly its MPTCP profiles', async (t) => {
+    if (!requireLive(t)) return;
+    const work = mkdtempSync(join(tmpdir(), 'kf-mptcp-rec-'));
+    let own: AgentProcess | null = null;
+    try {
+      await scenario(async ({ client, server }, peers) => {
+        const port = 6105;
+        const total = 12 << 20;
+        const rec = join(work, 'full.kfev');
+        const trimmed = join(work, 'mptcp.kfev');
+        const live = join(work, 'live.ipfix');
+        const replayed = join(work, 'replay.ipfix');
+        own = await AgentProcess.start(['--record', rec, '--export', `file:${live}`, '--ring-size', '64M']);
+        signal(server);
+        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+        peers.push(srv);
+        await srv.phase('listening');
+        const cli = startMptcpPeer(client, [
+          'client',
+          server.addr1,
+          port,
+          total,
+          1000,
+          '--chunk',
+          65536,
+          '--interval',
+          10,
+        ]);
+        peers.push(cli);
+        await phase(cli, 'connected');
+        await sleep(500);
+        nftAdd(server, 'kfmprec', 'input', `ip saddr ${client.addr1} drop`);
+        await sleep(2000);
+        nftDelete(server, 'kfmprec');
+        await phase(cli, 'done', 90_000);
+        cli.release();
+        await cli.phase('closed');
+        await srv.phase('done');
+        await sleep(500);
+        assert.equal(await own.stop(), 0, own.stderr);
+        const mine = new Set([client.addr1, client.addr2, server.addr1, server.addr2]);
+        // The topology's sockets, and the connection events of their MPTCP connections: a meta
+        // socket's addresses are set only after its first subflow's handshake (0.0.0.0 before).
+        const keys = new Set<bigint>();
+        await copyEventFile(rec, trimmed, (ev) => {
+          if (ev.kind === EVENT_KIND.mptcp) return keys.has(ev.cookie);
+          const keep = mine.has(ev.localAddress) || mine.has(ev.remoteAddress);
+          if (keep && ev.mptcp && ev.mptcp.key !== 0n) keys.add(ev.mptcp.key);
+          return keep;
+        });
+        const rep = spawnSync(
+          process.execPath,
+          [
+            KPIFLOW,
+            'agent',
+            '--source',
+            `events:${trimmed}`,
+            '--export',
+            `file:${replayed}`,
+            '--log-level',
+            'warn',
+          ],
+          { encoding: 'utf8', timeout: 60_000 },
+        );
+        assert.equal(rep.status, 0, `replay exit ${rep.status}: ${rep.stderr}${rep.stdout}`);
+        const dump = (f: string) =>
+          spawnSync(process.execPath, [KPIFLOW, 'ipfix', 'dump', f], { encoding: 'utf8', maxBuffer: 1 << 30 })
+            .stdout;
+        const want = profileLines(dump(live), mine);
+        const got = profileLines(dump(replayed), mine);
+        assert.ok(
+          want.some((l) => l.startsWith('{"_templateId":47563,')),
+          'connection profiles',
+        );
+        assert.ok(want.filter((l) => l.startsWith('{"_templateId":47564,')).length >= 4, 'subflow profiles');
+        assert.deepEqual(got, want);
+      });
+    } finally {
+      await (own as AgentProcess | null)?.kill();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });
