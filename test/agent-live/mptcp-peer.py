@@ -5,10 +5,10 @@ They count the application bytes they really moved and print the kernel's own vi
 connection (MPTCP_INFO) and of each live subflow (MPTCP_TCPINFO + MPTCP_SUBFLOW_ADDRS: TCP_INFO
 and ports) as JSON lines: the ground truth the exported profiles are compared with.
 
-  server ADDR PORT REPLY [--expect N]
+  server ADDR PORT REPLY [--expect N] [--tcp]
                           listen on every address of ADDR's family, accept one connection, read to EOF, then reply REPLY bytes (or
                           after the first N bytes); print MPTCP_INFO and subflows ("done");
-                          close
+                          close (--tcp: a plain TCP server, the client falls back)
   client ADDR PORT SEND REPLY [--chunk C] [--interval MS] [--gate]
                           connect, print "connected" (with MPTCP_INFO); with --gate wait for a
                           stdin line; send SEND bytes in CHUNKs every INTERVAL ms (a stdin
@@ -119,12 +119,14 @@ def subflows(sock):
 
 def say(sock, phase, **extra):
     obj = {"phase": phase}
-    if sock is not None:
+    if sock is not None and sock.proto == IPPROTO_MPTCP:
         try:
             obj["mptcp"] = mptcp_info(sock)
             obj["subflows"] = subflows(sock)
         except OSError as e:
+            # Fallen back to TCP (the peer has no MPTCP): the socket answers TCP_INFO instead.
             obj["info_error"] = str(e)
+            obj["tcp"] = unpack(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), TCP_FIELDS)
     obj.update(extra)
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -137,14 +139,17 @@ def family(addr):
 def wait_acked(sock, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        i = mptcp_info(sock)
+        try:
+            i = mptcp_info(sock)
+        except OSError:
+            return  # fallen back to TCP: no MPTCP_INFO
         if i["snd_una"] == i["write_seq"]:
             return
         time.sleep(0.01)
 
 
 def server(a):
-    s = socket.socket(family(a.addr), socket.SOCK_STREAM, IPPROTO_MPTCP)
+    s = socket.socket(family(a.addr), socket.SOCK_STREAM, 0 if a.tcp else IPPROTO_MPTCP)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Joins come to the server's other addresses: listen on all of them.
     s.bind(("::" if family(a.addr) == socket.AF_INET6 else "0.0.0.0", a.port))
@@ -211,6 +216,7 @@ def main():
     s.add_argument("port", type=int)
     s.add_argument("reply", type=int)
     s.add_argument("--expect", type=int, default=0)
+    s.add_argument("--tcp", action="store_true")
     c = sub.add_parser("client")
     c.add_argument("addr")
     c.add_argument("port", type=int)

@@ -602,4 +602,45 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       rmSync(work, { recursive: true, force: true });
     }
   });
+
+  it('an MPTCP client whose server has no MPTCP falls back to TCP: one subflow (path 1) with the bytes of its TCP_INFO, and no connection profile', async (t) => {
+    if (!requireLive(t)) return;
+    await scenario(async ({ client, server }, peers) => {
+      const port = 6106;
+      const total = 1 << 20;
+      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000, '--tcp']);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startMptcpPeer(client, ['client', server.addr1, port, total, 1000]);
+      peers.push(cli);
+      const cport = Number((await cli.phase('connected'))['local_port']);
+      const done = (await phase(cli, 'done')) as MpLine & { tcp: Record<string, number> };
+      cli.release();
+      await cli.phase('closed');
+      await srv.phase('done');
+      assert.ok(done['info_error'], 'MPTCP_INFO refused: the connection fell back');
+      let mine: ApiProfile[] = [];
+      await collector!.until('the fallen-back subflow ended', async () => {
+        mine = (await profilesFrom(collector!, client.addr1))
+          .filter((p) => p.sourceTransportPort === cport)
+          .sort(byTime);
+        return TERMINAL.includes(mine.at(-1)?.endState ?? '');
+      });
+      assert.ok(
+        mine.every((p) => p['templateId'] === SUBFLOW && num(p, 'pathIndex') === 1),
+        JSON.stringify(mine),
+      );
+      assert.deepEqual(transitions(mine), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
+      assert.equal(sum(mine, 'transferredOctetTotalCount'), total);
+      assert.equal(sum(mine, 'receivedOctetTotalCount'), 1000);
+      // TCP_INFO counts our SYN and, once acked, our FIN; the profiles do not.
+      const acked = done.tcp['bytes_acked']!;
+      assert.ok(total === acked - 1 || total === acked - 2, `tcpi_bytes_acked ${acked}`);
+      await sleep(300);
+      const metas = (await profilesFrom(collector!, client.addr1)).filter(
+        (p) => p['templateId'] === META && p.sourceTransportPort === cport,
+      );
+      assert.equal(metas.length, 0);
+    });
+  });
 });
