@@ -71,6 +71,16 @@ export function createAgentRegistry(agent: Agent): Registry {
     ],
     ['how'],
   );
+  gauge('mptcp_connections', 'MPTCP connections (meta sockets) tracked now', () => agent.mptcp.size);
+  counter(
+    'mptcp_connections_total',
+    'MPTCP connections tracked since start, by how they were found (created, adopted)',
+    () => [
+      [{ how: 'created' }, agent.mptcp.stats.created],
+      [{ how: 'adopted' }, agent.mptcp.stats.adopted],
+    ],
+    ['how'],
+  );
   counter('evictions_total', 'Connections evicted because the table was full', () => [[{}, t.stats.evicted]]);
   counter('vanished_total', 'Connections a complete scan no longer found in the kernel (DESYNC)', () => [
     [{}, t.stats.vanished],

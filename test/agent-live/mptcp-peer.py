@@ -15,13 +15,20 @@ and ports) as JSON lines: the ground truth the exported profiles are compared wi
                           line at any time is not needed); read REPLY bytes, wait until the
                           connection level acknowledged everything, print "done"; wait for a
                           stdin line; close, print "closed"
-Every phase line carries "mptcp" (MPTCP_INFO) and "subflows" (one object per live subflow).
+  many-server ADDR PORT N  accept N connections, each in a thread: read to EOF, reply 100
+                          bytes, close; print "done" with the bytes received per client port
+  many-client ADDR PORT N SEND
+                          open N connections at once (threads), each: send SEND bytes,
+                          half-close, read to EOF, close; print "done" with each local port
+Every phase line of server and client carries "mptcp" (MPTCP_INFO) and "subflows" (one object
+per live subflow).
 """
 import argparse
 import json
 import socket
 import struct
 import sys
+import threading
 import time
 
 IPPROTO_MPTCP = 262
@@ -124,9 +131,8 @@ def say(sock, phase, **extra):
             obj["mptcp"] = mptcp_info(sock)
             obj["subflows"] = subflows(sock)
         except OSError as e:
-            # Fallen back to TCP (the peer has no MPTCP): the socket answers TCP_INFO instead.
+            # Fallen back to TCP (the peer has no MPTCP): no MPTCP_INFO.
             obj["info_error"] = str(e)
-            obj["tcp"] = unpack(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), TCP_FIELDS)
     obj.update(extra)
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -208,6 +214,73 @@ def client(a):
     say(None, "closed")
 
 
+def many_server(a):
+    s = socket.socket(family(a.addr), socket.SOCK_STREAM, IPPROTO_MPTCP)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", a.port))
+    s.listen(a.n)
+    say(None, "listening")
+    received = {}
+    lock = threading.Lock()
+
+    def serve(conn, peer):
+        got = 0
+        while True:
+            data = conn.recv(1 << 20)
+            if not data:
+                break
+            got += len(data)
+        conn.sendall(b"r" * 100)
+        conn.close()
+        with lock:
+            received[peer[1]] = got
+
+    threads = []
+    for _ in range(a.n):
+        conn, peer = s.accept()
+        t = threading.Thread(target=serve, args=(conn, peer))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+    say(None, "done", received=received)
+    s.close()
+
+
+def many_client(a):
+    ports = {}
+    errors = []
+    lock = threading.Lock()
+
+    def run():
+        try:
+            c = socket.socket(family(a.addr), socket.SOCK_STREAM, IPPROTO_MPTCP)
+            c.settimeout(60)
+            c.connect((a.addr, a.port))
+            c.sendall(b"s" * a.send)
+            c.shutdown(socket.SHUT_WR)
+            got = 0
+            while True:
+                data = c.recv(65536)
+                if not data:
+                    break
+                got += len(data)
+            port = c.getsockname()[1]
+            c.close()
+            with lock:
+                ports[port] = got
+        except OSError as e:
+            with lock:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=run) for _ in range(a.n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    say(None, "done", ports=ports, errors=errors)
+
+
 def main():
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="mode", required=True)
@@ -225,8 +298,18 @@ def main():
     c.add_argument("--chunk", type=int, default=0)
     c.add_argument("--interval", type=float, default=0)
     c.add_argument("--gate", action="store_true")
+    ms = sub.add_parser("many-server")
+    ms.add_argument("addr")
+    ms.add_argument("port", type=int)
+    ms.add_argument("n", type=int)
+    mc = sub.add_parser("many-client")
+    mc.add_argument("addr")
+    mc.add_argument("port", type=int)
+    mc.add_argument("n", type=int)
+    mc.add_argument("send", type=int)
     a = p.parse_args()
-    {"server": server, "client": client}[a.mode](a)
+    modes = {"server": server, "client": client, "many-server": many_server, "many-client": many_client}
+    modes[a.mode](a)
 
 
 if __name__ == "__main__":
