@@ -18,12 +18,20 @@ import {
   STAT_WIDTH,
   SUM_COLUMNS,
 } from './block-aggregates.js';
-import { ROLLUP_MS } from './block-rollups.js';
+import { ROLLUP_DAY_MS, ROLLUP_MS } from './block-rollups.js';
 import { bloomMayHave } from './flow-bloom.js';
 import type { TablePacker } from './packed-batch.js';
 import { mean, percentile } from './percentiles.js';
 import { ProfileBlock } from './profile-block.js';
-import type { Page, PageRequest, ProfileRow, RowFilter, SummaryQuery, SummaryRow } from './types.js';
+import type {
+  Page,
+  PageRequest,
+  ProfileRow,
+  RowFilter,
+  SummaryGroup,
+  SummaryQuery,
+  SummaryRow,
+} from './types.js';
 
 type Db = Database.Database;
 
@@ -34,6 +42,16 @@ type Db = Database.Database;
 export const EXACT_SUMMARY_ROWS = 200_000;
 
 const MAX_SAFE = 9007199254740991;
+
+/** Roll-up BLOBs kept decoded in memory (least recently used dropped first). */
+const ROLLUP_CACHE_BYTES = 256 * 1024 * 1024;
+
+/** A roll-up row without its BLOB. */
+interface RollupMeta {
+  start: number;
+  maxBlockId: number;
+  n: number;
+}
 
 /** Zone map of one block. */
 interface BlockMeta {
@@ -190,6 +208,14 @@ export class BlockReader {
   private readonly dataOf: Database.Statement;
   private readonly aggsOf: Database.Statement;
   private readonly rollupsIn: Database.Statement;
+  private readonly rollupBlob: Database.Statement;
+  private readonly rollupCache = new Map<
+    string,
+    { maxBlockId: number; n: number; d: DimensionAggregates; ids: Int32Array; bytes: number }
+  >();
+  /** Keys of cached roll-ups as small integers, so merging one indexes an array. */
+  private readonly keyIds = new Map<string | number | null, number>();
+  private rollupCacheBytes = 0;
 
   constructor(
     private readonly db: Db,
@@ -199,8 +225,9 @@ export class BlockReader {
     this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
     this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
     this.rollupsIn = db.prepare(
-      'SELECT start, maxBlockId, aggs FROM profile_rollups WHERE span = ? AND start >= ? AND start + span <= ? ORDER BY start',
+      'SELECT start, maxBlockId, n FROM profile_rollups WHERE span = ? AND start >= ? AND start + span <= ? ORDER BY start',
     );
+    this.rollupBlob = db.prepare('SELECT aggs FROM profile_rollups WHERE span = ? AND start = ?').pluck();
   }
 
   private block(id: number): ProfileBlock | null {
@@ -321,14 +348,12 @@ export class BlockReader {
     const from = q.from ?? Number.NEGATIVE_INFINITY;
     const to = q.to ?? Number.POSITIVE_INFINITY;
     const needle = addressNeedle(q);
-    const metas = this.db
-      .prepare(
-        `SELECT id, tmin, tmax, n FROM profile_blocks WHERE tmax >= ? AND tmin < ?${needle ? ' AND instr(addrs, ?) > 0' : ''} ORDER BY tmin, id`,
-      )
-      .all(
-        ...([clampSql(from), clampSql(to), ...(needle ? [needle] : [])] as (number | string)[]),
-      ) as BlockMeta[];
-    const total = metas.reduce((a, m) => a + m.n, 0);
+    const where = `tmax >= ? AND tmin < ?${needle ? ' AND instr(addrs, ?) > 0' : ''}`;
+    const params = [clampSql(from), clampSql(to), ...(needle ? [needle] : [])] as (number | string)[];
+    const total = this.db
+      .prepare(`SELECT total(n) FROM profile_blocks WHERE ${where}`)
+      .pluck()
+      .get(...params) as number;
     const useAggs = !hasRowConditions(q) && total > this.exactRows;
     const bucketMs = q.bucketMs ? Math.floor(q.bucketMs) : 0;
     // Groups by bucket, then by key itself (a Map tells 443 from '443'): no key strings to build.
@@ -363,18 +388,45 @@ export class BlockReader {
     const sources: Sources = [];
     // Hours wholly inside the range that have a roll-up (hour start -> its maxBlockId).
     const covered = new Map<number, number>();
+    // [start, end, maxBlockId] of each roll-up used, flat.
+    const coveredBy: number[] = [];
+    // Groups of each bucket by interned key id (roll-ups only).
+    const accById = new Map<number | null, (Acc | undefined)[]>();
     if (useAggs && bucketMs % ROLLUP_MS === 0) {
-      const rollups = this.rollupsIn.all(ROLLUP_MS, clampSql(from), clampSql(to)) as {
-        start: number;
-        maxBlockId: number;
-        aggs: Buffer;
-      }[];
-      for (const r of rollups) {
-        covered.set(r.start, r.maxBlockId);
-        const bucket = bucketMs ? Math.floor(r.start / bucketMs) * bucketMs : null;
-        this.mergeBlob(r.aggs, q, bucket, acc, sources);
+      // Days first (when buckets are whole days), then the hours no day covers.
+      for (const span of bucketMs % ROLLUP_DAY_MS === 0 ? [ROLLUP_DAY_MS, ROLLUP_MS] : [ROLLUP_MS]) {
+        // Which roll-ups first, then the BLOBs of those no day covers (hour BLOBs are large).
+        const rollups = this.rollupsIn.all(span, clampSql(from), clampSql(to)) as RollupMeta[];
+        for (const r of rollups) {
+          if (covered.has(r.start)) continue;
+          const c = this.rollup(span, r, q.groupBy);
+          if (!c) continue;
+          for (let h = r.start; h < r.start + span; h += ROLLUP_MS) covered.set(h, r.maxBlockId);
+          coveredBy.push(r.start, r.start + span, r.maxBlockId);
+          const bucket = bucketMs ? Math.floor(r.start / bucketMs) * bucketMs : null;
+          let byId = accById.get(bucket);
+          if (!byId) {
+            byId = [];
+            accById.set(bucket, byId);
+          }
+          this.mergeDimension(c.d, bucket, acc, sources, { ids: c.ids, byId });
+        }
       }
     }
+    // Blocks wholly inside one roll-up that counts them are not even listed (listing 2000 blocks
+    // for a week took longer than merging its roll-ups).
+    let exclude = '';
+    // (SQLite binds at most 32766 parameters: a year of hourly buckets lists its blocks.)
+    if (coveredBy.length && coveredBy.length <= 3 * 2000) {
+      const one = '(tmin >= ? AND tmax < ? AND id <= ?)';
+      exclude = ` AND NOT (${Array(coveredBy.length / 3)
+        .fill(one)
+        .join(' OR ')})`;
+      params.push(...coveredBy);
+    }
+    const metas = this.db
+      .prepare(`SELECT id, tmin, tmax, n FROM profile_blocks WHERE ${where}${exclude} ORDER BY tmin, id`)
+      .all(...params) as BlockMeta[];
     for (const m of metas) {
       let skip: ((t: number) => boolean) | null = null;
       if (covered.size) {
@@ -413,21 +465,74 @@ export class BlockReader {
   ): void {
     const blob = this.aggsOf.get(m.id) as Buffer | undefined;
     if (!blob) return;
-    this.mergeBlob(blob, q, bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null, acc, sources);
+    const d = readAggregates(blob, q.groupBy);
+    this.mergeDimension(d, bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null, acc, sources);
   }
 
-  /** Adds a pre-aggregate BLOB (a block's or a roll-up's) to one bucket of the summary. */
-  private mergeBlob(
-    blob: Uint8Array,
-    q: SummaryQuery,
+  /**
+   * One dimension of a roll-up's pre-aggregates, from the cache while the roll-up is unchanged
+   * (same maxBlockId and count): dashboards ask for the same days and hours over and over.
+   */
+  private rollup(
+    span: number,
+    r: RollupMeta,
+    dim: SummaryGroup,
+  ): { d: DimensionAggregates; ids: Int32Array } | null {
+    const key = `${span}:${r.start}:${dim}`;
+    const hit = this.rollupCache.get(key);
+    if (hit && hit.maxBlockId === r.maxBlockId && hit.n === r.n) {
+      // Most recently used last.
+      this.rollupCache.delete(key);
+      this.rollupCache.set(key, hit);
+      return hit;
+    }
+    const blob = this.rollupBlob.get(span, r.start) as Buffer | undefined;
+    if (!blob) return null;
+    // A copy of just this dimension's part would be smaller; the views keep the BLOB alive.
+    const d = readAggregates(blob, dim);
+    if (this.keyIds.size > 4_000_000) {
+      // Keys come and go over months: start the numbering over rather than grow without bound.
+      this.keyIds.clear();
+      this.rollupCache.clear();
+      this.rollupCacheBytes = 0;
+    }
+    const ids = new Int32Array(d.keys.length);
+    for (let k = 0; k < d.keys.length; k++) {
+      let id = this.keyIds.get(d.keys[k]!);
+      if (id === undefined) {
+        id = this.keyIds.size;
+        this.keyIds.set(d.keys[k]!, id);
+      }
+      ids[k] = id;
+    }
+    const entry = { maxBlockId: r.maxBlockId, n: r.n, d, ids, bytes: blob.byteLength };
+    if (hit) this.rollupCacheBytes -= hit.bytes;
+    this.rollupCache.delete(key);
+    this.rollupCache.set(key, entry);
+    this.rollupCacheBytes += blob.byteLength;
+    for (const [k, v] of this.rollupCache) {
+      if (this.rollupCacheBytes <= ROLLUP_CACHE_BYTES) break;
+      this.rollupCache.delete(k);
+      this.rollupCacheBytes -= v.bytes;
+    }
+    return entry;
+  }
+
+  /** Adds one dimension of pre-aggregates (a block's or a roll-up's) to one bucket of the summary. */
+  private mergeDimension(
+    d: DimensionAggregates,
     bucket: number | null,
     acc: (key: string | number | null, bucket: number | null) => Acc,
     sources: Sources,
+    interned: { ids: Int32Array; byId: (Acc | undefined)[] } | null = null,
   ): void {
-    const d = readAggregates(blob, q.groupBy);
     const src = sources.push(d) - 1;
     for (let k = 0; k < d.keys.length; k++) {
-      const a = acc(d.keys[k]!, bucket);
+      let a: Acc;
+      if (interned) {
+        const id = interned.ids[k]!;
+        a = interned.byId[id] ??= acc(d.keys[k]!, bucket);
+      } else a = acc(d.keys[k]!, bucket);
       const o = k * STAT_WIDTH;
       const s = d.stats;
       a.profiles += s[o]!;

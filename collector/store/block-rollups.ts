@@ -1,8 +1,9 @@
 /**
- * Hourly roll-ups of the blocks layout (docs/storage.md): for every hour that has ended, one
+ * Roll-ups of the blocks layout (docs/storage.md): for every hour that has ended, one
  * `profile_rollups` row holding the pre-aggregates (block-aggregates.ts format) of every profile
  * whose t lies in that hour, merged from the hour's blocks (blocks straddling the hour contribute
- * the rows inside it). A summary over a day then merges 24 roll-ups instead of hundreds of blocks.
+ * the rows inside it); for every day that has ended, one merged from its hours. A summary over a
+ * week then merges 7 day roll-ups and the hours at its ends instead of thousands of blocks.
  *
  * A roll-up counts the blocks with id <= its maxBlockId; blocks written later (profiles arriving
  * late for an hour already rolled up) are read from the blocks themselves by a summary, and the
@@ -26,8 +27,9 @@ import { ProfileBlock } from './profile-block.js';
 
 type Db = Database.Database;
 
-/** Roll-up span: one hour. */
+/** Roll-up spans: an hour, and a day (merged from its hours). */
 export const ROLLUP_MS = 3_600_000;
+export const ROLLUP_DAY_MS = 24 * ROLLUP_MS;
 /** An hour is rolled up once it ended this long ago (profiles of it still arriving). */
 export const ROLLUP_GRACE_MS = 120_000;
 /** Late profiles of a rolled-up hour that make it be rolled up again: this many, or this share. */
@@ -176,21 +178,58 @@ function pushEntries(out: number[], m: Map<number, number>): void {
   }
 }
 
-/** Hours [floor(tmin), floor(tmax)] a block's rows fall in, as hour starts. */
-function* hoursOf(tmin: number, tmax: number): Generator<number> {
-  for (let h = Math.floor(tmin / ROLLUP_MS) * ROLLUP_MS; h <= tmax; h += ROLLUP_MS) yield h;
+/** Starts of the spans of `span` ms that [tmin, tmax] touches. */
+function* spansOf(tmin: number, tmax: number, span: number): Generator<number> {
+  for (let h = Math.floor(tmin / span) * span; h <= tmax; h += span) yield h;
 }
 
-/** Builds and drops roll-ups on the writer's connection. */
+/** The roll-up state of one span length. */
+class SpanState {
+  /** Span start -> profiles written for it that its roll-up (if any) does not count. */
+  readonly dirty = new Map<number, number>();
+  /** Span start -> profiles its roll-up counts. */
+  readonly rolled = new Map<number, number>();
+
+  constructor(readonly ms: number) {}
+
+  note(tmin: number, tmax: number, n: number): void {
+    for (const h of spansOf(tmin, tmax, this.ms)) this.dirty.set(h, (this.dirty.get(h) ?? 0) + n);
+  }
+
+  /** Spans that need (re)building at `now`. */
+  pending(now: number): number[] {
+    const out: number[] = [];
+    for (const [h, late] of this.dirty) {
+      if (h + this.ms > now - ROLLUP_GRACE_MS) continue;
+      const n = this.rolled.get(h);
+      if (n === undefined || late >= Math.max(STALE_ROWS, n * STALE_SHARE)) out.push(h);
+    }
+    return out;
+  }
+
+  /** Profiles with t < beforeMs were deleted: forget the spans before, re-roll the one holding it. */
+  deletedBefore(beforeMs: number, hasBlocks: (from: number, to: number) => boolean): void {
+    for (const h of [...this.rolled.keys()]) if (h < beforeMs) this.rolled.delete(h);
+    for (const h of [...this.dirty.keys()]) if (h + this.ms <= beforeMs) this.dirty.delete(h);
+    const edge = Math.floor(beforeMs / this.ms) * this.ms;
+    if (edge !== beforeMs && hasBlocks(edge, edge + this.ms)) this.dirty.set(edge, Number.MAX_SAFE_INTEGER);
+  }
+}
+
+/**
+ * Builds and drops roll-ups on the writer's connection: one per hour, and one per day merged
+ * from its hours. A day's roll-up is built from hours brought up to date first, so it counts
+ * every block up to its maxBlockId, like an hour's.
+ */
 export class RollupWriter {
-  /** Hour start -> profiles written for it that its roll-up (if any) does not count. */
-  private readonly dirty = new Map<number, number>();
-  /** Hour start -> profiles its roll-up counts. */
-  private readonly rolled = new Map<number, number>();
+  private readonly hours = new SpanState(ROLLUP_MS);
+  private readonly days = new SpanState(ROLLUP_DAY_MS);
   private readonly blocksOf: Database.Statement;
   private readonly aggsOf: Database.Statement;
   private readonly dataOf: Database.Statement;
   private readonly upsert: Database.Statement;
+  private readonly hourBlobs: Database.Statement;
+  private readonly maxBlockId: Database.Statement;
 
   constructor(private readonly db: Db) {
     this.blocksOf = db.prepare(
@@ -199,16 +238,23 @@ export class RollupWriter {
     this.aggsOf = db.prepare('SELECT aggs FROM profile_blocks WHERE id = ?').pluck();
     this.dataOf = db.prepare('SELECT data FROM profile_blocks WHERE id = ?').pluck();
     this.upsert = db.prepare(
-      `INSERT INTO profile_rollups (span, start, maxBlockId, n, aggs) VALUES (${ROLLUP_MS}, ?, ?, ?, ?)
+      `INSERT INTO profile_rollups (span, start, maxBlockId, n, aggs) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (span, start) DO UPDATE SET maxBlockId = excluded.maxBlockId, n = excluded.n, aggs = excluded.aggs`,
     );
-    // What the database holds already: hours whose blocks are not (all) rolled up yet.
-    const maxOf = new Map<number, number>();
-    for (const r of db
-      .prepare('SELECT start, maxBlockId, n FROM profile_rollups WHERE span = ?')
-      .all(ROLLUP_MS) as { start: number; maxBlockId: number; n: number }[]) {
-      maxOf.set(r.start, r.maxBlockId);
-      this.rolled.set(r.start, r.n);
+    this.hourBlobs = db
+      .prepare('SELECT aggs FROM profile_rollups WHERE span = ? AND start >= ? AND start < ?')
+      .pluck();
+    this.maxBlockId = db.prepare('SELECT max(id) FROM profile_blocks').pluck();
+    // What the database holds already: spans whose blocks are not (all) rolled up yet.
+    const maxOf = new Map<string, number>();
+    for (const r of db.prepare('SELECT span, start, maxBlockId, n FROM profile_rollups').all() as {
+      span: number;
+      start: number;
+      maxBlockId: number;
+      n: number;
+    }[]) {
+      maxOf.set(`${r.span}:${r.start}`, r.maxBlockId);
+      this.state(r.span)?.rolled.set(r.start, r.n);
     }
     for (const b of db.prepare('SELECT id, tmin, tmax, n FROM profile_blocks').iterate() as Iterable<{
       id: number;
@@ -216,43 +262,45 @@ export class RollupWriter {
       tmax: number;
       n: number;
     }>) {
-      for (const h of hoursOf(b.tmin, b.tmax)) if ((maxOf.get(h) ?? -1) < b.id) this.note(h, b.n);
+      for (const st of [this.hours, this.days])
+        for (const h of spansOf(b.tmin, b.tmax, st.ms))
+          if ((maxOf.get(`${st.ms}:${h}`) ?? -1) < b.id) st.dirty.set(h, (st.dirty.get(h) ?? 0) + b.n);
     }
   }
 
-  private note(h: number, n: number): void {
-    this.dirty.set(h, (this.dirty.get(h) ?? 0) + n);
+  private state(span: number): SpanState | null {
+    return span === ROLLUP_MS ? this.hours : span === ROLLUP_DAY_MS ? this.days : null;
   }
 
   /** A block was written (its rows span [tmin, tmax]). */
   blockWritten(tmin: number, tmax: number, n: number): void {
-    for (const h of hoursOf(tmin, tmax)) this.note(h, n);
+    this.hours.note(tmin, tmax, n);
+    this.days.note(tmin, tmax, n);
   }
 
-  /** Hours that need (re)building at `now`, oldest first. */
-  pending(now: number): number[] {
-    const out: number[] = [];
-    for (const [h, late] of this.dirty) {
-      if (h + ROLLUP_MS > now - ROLLUP_GRACE_MS) continue;
-      const n = this.rolled.get(h);
-      if (n === undefined || late >= Math.max(STALE_ROWS, n * STALE_SHARE)) out.push(h);
-    }
-    return out.sort((a, b) => a - b);
+  /** Roll-ups that need (re)building at `now`: oldest first, an hour before its day. */
+  pending(now: number): { span: number; start: number }[] {
+    return [
+      ...this.hours.pending(now).map((start) => ({ span: ROLLUP_MS, start })),
+      ...this.days.pending(now).map((start) => ({ span: ROLLUP_DAY_MS, start })),
+    ].sort((a, b) => a.start - b.start || a.span - b.span);
   }
 
-  /** Rolls up at most `max` hours that need it at `now`; returns how many it built. */
+  /** Builds at most `max` roll-ups that need it at `now`; returns how many it built. */
   step(now: number, max = 1): number {
-    const hours = this.pending(now).slice(0, max);
-    for (const h of hours) this.build(h);
-    return hours.length;
+    const todo = this.pending(now).slice(0, max);
+    for (const r of todo) {
+      if (r.span === ROLLUP_MS) this.buildHour(r.start);
+      else this.buildDay(r.start);
+    }
+    return todo.length;
   }
 
-  private build(h: number): void {
+  private buildHour(h: number): void {
     const metas = this.blocksOf.all(h, h + ROLLUP_MS) as { id: number; tmin: number; tmax: number }[];
-    this.dirty.delete(h);
+    this.hours.dirty.delete(h);
     if (metas.length === 0) {
-      this.db.prepare('DELETE FROM profile_rollups WHERE span = ? AND start = ?').run(ROLLUP_MS, h);
-      this.rolled.delete(h);
+      this.drop(ROLLUP_MS, h);
       return;
     }
     const m = new AggregateMerger();
@@ -273,24 +321,42 @@ export class RollupWriter {
         return x >= h && x < h + ROLLUP_MS;
       });
     }
-    const blob = m.encode();
-    this.upsert.run(h, maxId, m.n, Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
-    this.rolled.set(h, m.n);
+    this.put(ROLLUP_MS, h, maxId, m);
   }
 
-  /** Retention deleted profiles with t < beforeMs: drops the roll-ups of those hours. */
+  private buildDay(d: number): void {
+    this.days.dirty.delete(d);
+    // Every hour of the day up to date first: then each counts every block written so far.
+    for (let h = d; h < d + ROLLUP_DAY_MS; h += ROLLUP_MS) if (this.hours.dirty.has(h)) this.buildHour(h);
+    const maxId = this.maxBlockId.get() as number | null;
+    const blobs = this.hourBlobs.all(ROLLUP_MS, d, d + ROLLUP_DAY_MS) as Buffer[];
+    if (maxId === null || blobs.length === 0) {
+      this.drop(ROLLUP_DAY_MS, d);
+      return;
+    }
+    const m = new AggregateMerger();
+    for (const b of blobs) m.addBlob(b);
+    this.put(ROLLUP_DAY_MS, d, maxId, m);
+  }
+
+  private put(span: number, start: number, maxId: number, m: AggregateMerger): void {
+    const blob = m.encode();
+    this.upsert.run(span, start, maxId, m.n, Buffer.from(blob.buffer, blob.byteOffset, blob.byteLength));
+    this.state(span)!.rolled.set(start, m.n);
+  }
+
+  private drop(span: number, start: number): void {
+    this.db.prepare('DELETE FROM profile_rollups WHERE span = ? AND start = ?').run(span, start);
+    this.state(span)!.rolled.delete(start);
+  }
+
+  /** Retention deleted profiles with t < beforeMs: drops the roll-ups of those hours and days. */
   deletedBefore(beforeMs: number): void {
-    this.db.prepare('DELETE FROM profile_rollups WHERE span = ? AND start < ?').run(ROLLUP_MS, beforeMs);
-    for (const h of [...this.rolled.keys()]) if (h < beforeMs) this.rolled.delete(h);
-    for (const h of [...this.dirty.keys()]) if (h + ROLLUP_MS <= beforeMs) this.dirty.delete(h);
-    // The hour holding the cutoff keeps its newer profiles: it is rolled up again.
-    const edge = Math.floor(beforeMs / ROLLUP_MS) * ROLLUP_MS;
-    if (edge === beforeMs) return;
-    if (
-      this.db
-        .prepare('SELECT 1 FROM profile_blocks WHERE tmax >= ? AND tmin < ? LIMIT 1')
-        .get(edge, edge + ROLLUP_MS)
-    )
-      this.note(edge, Number.MAX_SAFE_INTEGER);
+    this.db.prepare('DELETE FROM profile_rollups WHERE start < ?').run(beforeMs);
+    const has = (from: number, to: number) =>
+      this.db.prepare('SELECT 1 FROM profile_blocks WHERE tmax >= ? AND tmin < ? LIMIT 1').get(from, to) !==
+      undefined;
+    this.hours.deletedBefore(beforeMs, has);
+    this.days.deletedBefore(beforeMs, has);
   }
 }
