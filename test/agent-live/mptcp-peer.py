@@ -17,8 +17,8 @@ and ports) as JSON lines: the ground truth the exported profiles are compared wi
                           stdin line; close, print "closed"
   many-server ADDR PORT N  accept N connections, each in a thread: read to EOF, reply 100
                           bytes, close; print "done" with the bytes received per client port
-  many-client ADDR PORT N SEND
-                          open N connections at once (threads), each: send SEND bytes,
+  many-client ADDR PORT N SEND [--pause MS]
+                          open N connections at once (threads), each: [wait MS,] send SEND bytes,
                           half-close, read to EOF, close; print "done" with each local port
 Every phase line of server and client carries "mptcp" (MPTCP_INFO) and "subflows" (one object
 per live subflow).
@@ -257,6 +257,8 @@ def many_client(a):
             c = socket.socket(family(a.addr), socket.SOCK_STREAM, IPPROTO_MPTCP)
             c.settimeout(60)
             c.connect((a.addr, a.port))
+            # Time for the path manager's join before the data.
+            time.sleep(a.pause / 1000)
             c.sendall(b"s" * a.send)
             c.shutdown(socket.SHUT_WR)
             got = 0
@@ -307,6 +309,7 @@ def main():
     mc.add_argument("port", type=int)
     mc.add_argument("n", type=int)
     mc.add_argument("send", type=int)
+    mc.add_argument("--pause", type=float, default=0)
     a = p.parse_args()
     modes = {"server": server, "client": client, "many-server": many_server, "many-client": many_client}
     modes[a.mode](a)

@@ -156,6 +156,16 @@ async function startCapture(host: MptcpHost, file: string, port: number) {
   };
 }
 
+const STATE_ESTABLISHED = 2;
+
+/** Established TCP sockets (MPTCP subflows among them) of `host` to server port `port` now, as `ss` lists them. */
+function subflowsTo(host: MptcpHost, port: number): number {
+  return host
+    .exec('ss', ['-tnH', 'state', 'established', `( dport = :${port} )`])
+    .split('\n')
+    .filter((l) => l.trim() !== '').length;
+}
+
 /** The subflow of a peer's line whose local port is `port`. */
 function subflowAt(line: MpLine, port: number): SubflowInfo {
   const s = line.subflows.find((x) => x['local_port'] === port);
@@ -654,7 +664,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       const srv = startMptcpPeer(server, ['many-server', server.addr1, port, n]);
       peers.push(srv);
       await srv.phase('listening');
-      const cli = startMptcpPeer(client, ['many-client', server.addr1, port, n, send]);
+      const cli = startMptcpPeer(client, ['many-client', server.addr1, port, n, send, '--pause', 300]);
       peers.push(cli);
       const done = (await cli.phase('done', 90_000)) as unknown as {
         ports: Record<string, number>;
@@ -692,7 +702,80 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       const lost = ((await agent!.metrics()).get('kpiflow_agent_lost_events_total') ?? 0) - lostBefore;
       assert.equal(lost, 0);
       process.stderr.write(`mptcp x${n}: ${joined} connections had their join in time, all FINISHED\n`);
-      assert.ok(joined > 0, 'some connections joined path 2');
+      assert.ok(joined >= n / 2, `${joined} of ${n} connections joined path 2`);
     });
+  });
+
+  it('an MPTCP connection open before the agent is adopted by the iterator, and a 2 s active timeout gives periodic connection profiles adding up to what was sent after', async (t) => {
+    if (!requireLive(t)) return;
+    const work = mkdtempSync(join(tmpdir(), 'kf-mptcp-adopt-'));
+    let own: AgentProcess | null = null;
+    try {
+      await scenario(async ({ client, server }, peers) => {
+        const port = 6108;
+        const total = 12 << 20;
+        const out = join(work, 'adopt.ipfix');
+        signal(server);
+        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+        peers.push(srv);
+        await srv.phase('listening');
+        const cli = startMptcpPeer(client, [
+          'client',
+          server.addr1,
+          port,
+          total,
+          1000,
+          '--chunk',
+          65536,
+          '--interval',
+          20,
+          '--gate',
+        ]);
+        peers.push(cli);
+        const cport = Number((await phase(cli, 'connected'))['local_port']);
+        // Both subflows up before the agent starts.
+        const deadline = Date.now() + 10_000;
+        while (Date.now() < deadline && subflowsTo(client, port) < 2) await sleep(50);
+        assert.equal(subflowsTo(client, port), 2, 'both subflows up before the agent');
+        own = await AgentProcess.start([
+          '--active-timeout',
+          '2',
+          '--export',
+          `file:${out}`,
+          '--ring-size',
+          '64M',
+        ]);
+        cli.release();
+        const done = await phase(cli, 'done', 90_000);
+        cli.release();
+        await cli.phase('closed');
+        await srv.phase('done');
+        await sleep(500);
+        assert.equal(await own.stop(), 0, own.stderr);
+        const metas = records(out, META).filter((r) => r['sourceTransportPort'] === cport);
+        const ends = metas.map((r) => `${r['flowStartReason']}>${r['flowEndReason']}`);
+        assert.equal(metas[0]!['flowStartReason'], STATE_ESTABLISHED, `adopted, no handshake: ${ends}`);
+        assert.ok(ends.filter((e) => e === '2>2').length >= 1, `periodic profiles: ${ends}`);
+        assert.equal(ends.at(-1), '2>4');
+        for (const r of metas.slice(0, -1)) {
+          const ms =
+            Date.parse(String(r['flowEndMilliseconds'])) - Date.parse(String(r['flowStartMilliseconds']));
+          if (r['flowEndReason'] === STATE_ESTABLISHED)
+            assert.ok(ms >= 2000 && ms < 3500, `window of ${ms} ms`);
+        }
+        // Everything was sent after the adoption (the client was gated): the profiles add up to it.
+        assert.equal(done['sent'], total);
+        assert.equal(
+          metas.reduce((n, r) => n + Number(r['transferredOctetTotalCount']), 0),
+          total,
+        );
+        assert.equal(Math.max(...metas.map((r) => Number(r['subflowCount']))), 2);
+        const subs = records(out, SUBFLOW).filter((r) => String(r['flowId']) === String(metas[0]!['flowId']));
+        assert.deepEqual([...new Set(subs.map((r) => r['pathIndex']))].sort(), [1, 2]);
+      });
+    } finally {
+      await (own as AgentProcess | null)?.kill();
+      rmSync(work, { recursive: true, force: true });
+    }
   });
 });
