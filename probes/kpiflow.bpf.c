@@ -314,9 +314,15 @@ struct kf_subflow_ref {
 	__u8 mptcp;
 };
 
+/*
+ * Copies what the connection event needs from a subflow's event (before it is submitted);
+ * for plain TCP only the flag test runs.
+ */
 static __always_inline void kf_subflow_ref(struct kf_subflow_ref *r, const struct kf_event *e)
 {
 	r->mptcp = (e->flags & KF_FLAG_MPTCP_SUBFLOW) && e->mptcp_key;
+	if (!r->mptcp)
+		return;
 	r->ts_ns = e->ts_ns;
 	r->key = e->mptcp_key;
 	r->token = e->mptcp_token;
