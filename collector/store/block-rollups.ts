@@ -183,6 +183,17 @@ function* spansOf(tmin: number, tmax: number, span: number): Generator<number> {
   for (let h = Math.floor(tmin / span) * span; h <= tmax; h += span) yield h;
 }
 
+/** A roll-up being built: its items (block ids, or hour starts of a day) merged one by one. */
+interface Job {
+  span: number;
+  start: number;
+  maxId: number;
+  items: number[];
+  next: number;
+  merger: AggregateMerger;
+  work: (item: number) => void;
+}
+
 /** The roll-up state of one span length. */
 class SpanState {
   /** Span start -> profiles written for it that its roll-up (if any) does not count. */
@@ -228,7 +239,9 @@ export class RollupWriter {
   private readonly aggsOf: Database.Statement;
   private readonly dataOf: Database.Statement;
   private readonly upsert: Database.Statement;
-  private readonly hourBlobs: Database.Statement;
+  private readonly hourBlob: Database.Statement;
+  /** The roll-up being built, over one or more steps. */
+  private job: Job | null = null;
   private readonly maxBlockId: Database.Statement;
 
   constructor(private readonly db: Db) {
@@ -241,9 +254,7 @@ export class RollupWriter {
       `INSERT INTO profile_rollups (span, start, maxBlockId, n, aggs) VALUES (?, ?, ?, ?, ?)
        ON CONFLICT (span, start) DO UPDATE SET maxBlockId = excluded.maxBlockId, n = excluded.n, aggs = excluded.aggs`,
     );
-    this.hourBlobs = db
-      .prepare('SELECT aggs FROM profile_rollups WHERE span = ? AND start >= ? AND start < ?')
-      .pluck();
+    this.hourBlob = db.prepare('SELECT aggs FROM profile_rollups WHERE span = ? AND start = ?').pluck();
     this.maxBlockId = db.prepare('SELECT max(id) FROM profile_blocks').pluck();
     // What the database holds already: spans whose blocks are not (all) rolled up yet.
     const maxOf = new Map<string, number>();
@@ -286,57 +297,91 @@ export class RollupWriter {
     ].sort((a, b) => a.start - b.start || a.span - b.span);
   }
 
-  /** Builds at most `max` roll-ups that need it at `now`; returns how many it built. */
-  step(now: number, max = 1): number {
-    const todo = this.pending(now).slice(0, max);
-    for (const r of todo) {
-      if (r.span === ROLLUP_MS) this.buildHour(r.start);
-      else this.buildDay(r.start);
+  /**
+   * Builds at most `max` roll-ups that need it at `now`, working at most `budgetMs` (a roll-up
+   * of a busy hour merges thousands of blocks: it is built over several steps, so that the
+   * writer's ingest work never waits long). Returns how many it finished.
+   */
+  step(now: number, max = 1, budgetMs = Number.POSITIVE_INFINITY): number {
+    const deadline = performance.now() + budgetMs;
+    let built = 0;
+    while (built < max) {
+      this.job ??= this.nextJob(now);
+      const job = this.job;
+      if (!job) break;
+      while (job.next < job.items.length) {
+        job.work(job.items[job.next++]!);
+        if (performance.now() > deadline && job.next < job.items.length) return built;
+      }
+      this.job = null;
+      if (job.items.length === 0) this.drop(job.span, job.start);
+      else this.put(job.span, job.start, job.maxId, job.merger);
+      built++;
+      if (performance.now() > deadline) break;
     }
-    return todo.length;
+    return built;
   }
 
-  private buildHour(h: number): void {
+  /** The next roll-up to build: a day only once all its hours are up to date. */
+  private nextJob(now: number): Job | null {
+    const next = this.pending(now)[0];
+    if (!next) return null;
+    if (next.span === ROLLUP_MS) return this.hourJob(next.start);
+    const d = next.start;
+    for (let h = d; h < d + ROLLUP_DAY_MS; h += ROLLUP_MS)
+      if (this.hours.dirty.has(h)) return this.hourJob(h);
+    this.days.dirty.delete(d);
+    const merger = new AggregateMerger();
+    const hours = (
+      this.db
+        .prepare('SELECT start FROM profile_rollups WHERE span = ? AND start >= ? AND start < ?')
+        .pluck()
+        .all(ROLLUP_MS, d, d + ROLLUP_DAY_MS) as number[]
+    ).sort((x, y) => x - y);
+    return {
+      span: ROLLUP_DAY_MS,
+      start: d,
+      // Every hour counts every block written so far: so does the day.
+      maxId: (this.maxBlockId.get() as number | null) ?? 0,
+      items: hours,
+      next: 0,
+      merger,
+      work: (h) => {
+        const blob = this.hourBlob.get(ROLLUP_MS, h) as Buffer | undefined;
+        if (blob) merger.addBlob(blob);
+      },
+    };
+  }
+
+  private hourJob(h: number): Job {
     const metas = this.blocksOf.all(h, h + ROLLUP_MS) as { id: number; tmin: number; tmax: number }[];
     this.hours.dirty.delete(h);
-    if (metas.length === 0) {
-      this.drop(ROLLUP_MS, h);
-      return;
-    }
-    const m = new AggregateMerger();
-    let maxId = 0;
-    for (const b of metas) {
-      maxId = Math.max(maxId, b.id);
-      if (b.tmin >= h && b.tmax < h + ROLLUP_MS) {
-        const aggs = this.aggsOf.get(b.id) as Buffer | undefined;
-        if (aggs) m.addBlob(aggs);
-        continue;
-      }
-      const data = this.dataOf.get(b.id) as Buffer | undefined;
-      if (!data) continue;
-      const blk = new ProfileBlock(b.id, data);
-      const t = blk.t();
-      m.addRows(blk, (i) => {
-        const x = t.num(i);
-        return x >= h && x < h + ROLLUP_MS;
-      });
-    }
-    this.put(ROLLUP_MS, h, maxId, m);
-  }
-
-  private buildDay(d: number): void {
-    this.days.dirty.delete(d);
-    // Every hour of the day up to date first: then each counts every block written so far.
-    for (let h = d; h < d + ROLLUP_DAY_MS; h += ROLLUP_MS) if (this.hours.dirty.has(h)) this.buildHour(h);
-    const maxId = this.maxBlockId.get() as number | null;
-    const blobs = this.hourBlobs.all(ROLLUP_MS, d, d + ROLLUP_DAY_MS) as Buffer[];
-    if (maxId === null || blobs.length === 0) {
-      this.drop(ROLLUP_DAY_MS, d);
-      return;
-    }
-    const m = new AggregateMerger();
-    for (const b of blobs) m.addBlob(b);
-    this.put(ROLLUP_DAY_MS, d, maxId, m);
+    const merger = new AggregateMerger();
+    const byId = new Map(metas.map((b) => [b.id, b]));
+    return {
+      span: ROLLUP_MS,
+      start: h,
+      maxId: metas.reduce((a, b) => Math.max(a, b.id), 0),
+      items: metas.map((b) => b.id),
+      next: 0,
+      merger,
+      work: (id) => {
+        const b = byId.get(id)!;
+        if (b.tmin >= h && b.tmax < h + ROLLUP_MS) {
+          const aggs = this.aggsOf.get(b.id) as Buffer | undefined;
+          if (aggs) merger.addBlob(aggs);
+          return;
+        }
+        const data = this.dataOf.get(b.id) as Buffer | undefined;
+        if (!data) return;
+        const blk = new ProfileBlock(b.id, data);
+        const t = blk.t();
+        merger.addRows(blk, (i) => {
+          const x = t.num(i);
+          return x >= h && x < h + ROLLUP_MS;
+        });
+      },
+    };
   }
 
   private put(span: number, start: number, maxId: number, m: AggregateMerger): void {
@@ -352,6 +397,11 @@ export class RollupWriter {
 
   /** Retention deleted profiles with t < beforeMs: drops the roll-ups of those hours and days. */
   deletedBefore(beforeMs: number): void {
+    // A roll-up in the making that the deletion reaches is started over later.
+    if (this.job && this.job.start < beforeMs) {
+      this.state(this.job.span)!.dirty.set(this.job.start, Number.MAX_SAFE_INTEGER);
+      this.job = null;
+    }
     this.db.prepare('DELETE FROM profile_rollups WHERE start < ?').run(beforeMs);
     const has = (from: number, to: number) =>
       this.db.prepare('SELECT 1 FROM profile_blocks WHERE tmax >= ? AND tmin < ? LIMIT 1').get(from, to) !==

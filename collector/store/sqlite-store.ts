@@ -92,11 +92,14 @@ function fromSql<T>(row: unknown): T {
   return r as T;
 }
 
+/** Writer time given to roll-ups per tick (a tick a second), ms. */
+const ROLLUP_STEP_MS = 50;
+
 /** Where writes go: this thread's writer, or the worker thread's. */
 interface WriteSide {
   insert(b: PackedBatch): Promise<void>;
   deleteOlderThan(beforeMs: number, maxRows: number): Promise<number>;
-  maintain(now: number, max: number): Promise<number>;
+  maintain(now: number, max: number, budgetMs: number): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -105,7 +108,7 @@ function inlineWriter(db: Db, layout: ProfileLayout): WriteSide {
   return {
     insert: async (b) => w.write(b),
     deleteOlderThan: async (before, max) => w.deleteOlderThan(before, max),
-    maintain: async (now, max) => w.maintain(now, max),
+    maintain: async (now, max, budgetMs) => w.maintain(now, max, budgetMs),
     // The store closes the shared connection itself.
     close: async () => {},
   };
@@ -148,7 +151,14 @@ function threadWriter(path: string, sync: SyncMode, layout: ProfileLayout): Writ
       await call({ op: 'write', batch: b }, transferables(b));
     },
     deleteOlderThan: async (beforeMs, maxRows) => (await call({ op: 'delete', beforeMs, maxRows })) ?? 0,
-    maintain: async (now, max) => (await call({ op: 'maintain', now, max })) ?? 0,
+    // No budget travels as null (plain data in the message).
+    maintain: async (now, max, budgetMs) =>
+      (await call({
+        op: 'maintain',
+        now,
+        max,
+        budgetMs: Number.isFinite(budgetMs) ? budgetMs : null,
+      })) ?? 0,
     close: async () => {
       if (!failure) await call({ op: 'close' });
       await worker.terminate();
@@ -200,12 +210,12 @@ export class SqliteStore implements Store {
         : inlineWriter(this.db, this.layout);
     const every = options.rollupIntervalMs ?? 1000;
     if (this.layout === 'blocks' && every > 0) {
-      // One hour rolled up per tick at most: the writer's ingest work waits for it.
+      // At most ROLLUP_STEP_MS of roll-up work per tick: the writer's ingest work waits for it.
       let busy = false;
       this.rollupTimer = setInterval(() => {
         if (busy) return;
         busy = true;
-        this.rollupRun = this.writer!.maintain(Date.now(), 1)
+        this.rollupRun = this.writer!.maintain(Date.now(), 1, ROLLUP_STEP_MS)
           .catch(() => 0)
           .finally(() => {
             busy = false;
@@ -419,12 +429,17 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * Builds the roll-ups (blocks layout) of at most `max` hours that ended by `now` and need one;
-   * returns how many it built. A writable store also does this by itself, an hour a second.
+   * Builds the roll-ups (blocks layout) of at most `max` spans that ended by `now` and need one,
+   * working at most about `budgetMs` (a roll-up left unfinished continues on the next call);
+   * returns how many it finished. A writable store also does this by itself, 50 ms a second.
    */
-  async buildRollups(now = Date.now(), max = Number.POSITIVE_INFINITY): Promise<number> {
+  async buildRollups(
+    now = Date.now(),
+    max = Number.POSITIVE_INFINITY,
+    budgetMs = Number.POSITIVE_INFINITY,
+  ): Promise<number> {
     if (!this.writer) throw new CollectorError('COL_ERR_STORE', `${this.path} is open read-only`);
-    return this.writer.maintain(now, max);
+    return this.writer.maintain(now, max, budgetMs);
   }
 
   async sizeBytes(): Promise<number> {

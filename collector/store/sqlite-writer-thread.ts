@@ -10,7 +10,7 @@ import { openForWriting, SqliteWriter, type SyncMode } from './sqlite-writer.js'
 export type WriterRequest =
   | { id: number; op: 'write'; batch: import('./packed-batch.js').PackedBatch }
   | { id: number; op: 'delete'; beforeMs: number; maxRows: number }
-  | { id: number; op: 'maintain'; now: number; max: number }
+  | { id: number; op: 'maintain'; now: number; max: number; budgetMs: number | null }
   | { id: number; op: 'close' };
 
 /** The answer to one request. */
@@ -41,7 +41,11 @@ port.on('message', (m: WriterRequest) => {
       writer.write(m.batch);
       reply({ id: m.id, ok: true });
     } else if (m.op === 'maintain') {
-      reply({ id: m.id, ok: true, value: writer.maintain(m.now, m.max) });
+      reply({
+        id: m.id,
+        ok: true,
+        value: writer.maintain(m.now, m.max, m.budgetMs ?? Number.POSITIVE_INFINITY),
+      });
     } else if (m.op === 'delete') {
       reply({ id: m.id, ok: true, value: writer.deleteOlderThan(m.beforeMs, m.maxRows) });
     } else {

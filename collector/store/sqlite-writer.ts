@@ -369,9 +369,9 @@ export class SqliteWriter {
     return maxRows - left;
   }
 
-  /** Rolls up at most `max` ended hours (blocks layout); returns how many it built. */
-  maintain(now: number, max: number): number {
-    return this.blocks ? this.blocks.rollups.step(now, max) : 0;
+  /** Builds at most `max` roll-ups (blocks layout) within `budgetMs`; returns how many it finished. */
+  maintain(now: number, max: number, budgetMs = Number.POSITIVE_INFINITY): number {
+    return this.blocks ? this.blocks.rollups.step(now, max, budgetMs) : 0;
   }
 
   /** Checkpoints the WAL into the database file and closes the connection. */
