@@ -574,12 +574,20 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         // The topology's sockets, and the connection events of their MPTCP connections: a meta
         // socket's addresses are set only after its first subflow's handshake (0.0.0.0 before).
         const keys = new Set<bigint>();
-        await copyEventFile(rec, trimmed, (ev) => {
-          if (ev.kind === EVENT_KIND.mptcp) return keys.has(ev.cookie);
+        let connectionEvents = 0;
+        const kept = await copyEventFile(rec, trimmed, (ev) => {
+          if (ev.kind === EVENT_KIND.mptcp) {
+            if (keys.has(ev.cookie)) connectionEvents++;
+            return keys.has(ev.cookie);
+          }
           const keep = mine.has(ev.localAddress) || mine.has(ev.remoteAddress);
           if (keep && ev.mptcp && ev.mptcp.key !== 0n) keys.add(ev.mptcp.key);
           return keep;
         });
+        // What one MPTCP connection with 2 subflows, both ends on this host, costs the ring.
+        process.stderr.write(
+          `mptcp recording: ${kept.events} events (${connectionEvents} of the connections) for 2 ends x 2 subflows\n`,
+        );
         const rep = spawnSync(
           process.execPath,
           [
