@@ -1,7 +1,8 @@
 /**
  * Two hosts joined by two paths, for the MPTCP live tests: namespaces `kf-mp-<id>-a` (client)
  * and `kf-mp-<id>-b` (server), two veth pairs, path 1 in 192.0.2.0/24 and path 2 in
- * 198.51.100.0/24 (a /30 of each, unique per topology of this process), MPTCP limits set on
+ * 198.51.100.0/24 (a /30 of each, unique per topology of this process; or a /64 each of
+ * 2001:db8:4d50::/48), MPTCP limits set on
  * both ends, and the MPTCP peer (test/agent-live/mptcp-peer.py) started inside. Removed in
  * `close()`, whatever happened.
  */
@@ -41,13 +42,21 @@ export interface MptcpTopology {
 // /30 blocks handed out by this process, from high offsets (other live tests use low ones).
 let nextBlock = 32 + (process.pid % 16);
 
-/** Builds the topology (no MPTCP endpoint yet: see `signal`). */
-export function createMptcpTopology(): MptcpTopology {
+/** Builds the topology (no MPTCP endpoint yet: see `signal`); IPv6 paths with `ipv6`. */
+export function createMptcpTopology(options: { ipv6?: boolean } = {}): MptcpTopology {
   const id = `${process.pid.toString(36)}${randomBytes(2).toString('hex')}`.slice(-7);
   const names = [`kf-mp-${id}-a`, `kf-mp-${id}-b`] as const;
-  const block = (nextBlock++ % 63) * 4;
-  const p1 = [`192.0.2.${block + 1}`, `192.0.2.${block + 2}`];
-  const p2 = [`198.51.100.${block + 1}`, `198.51.100.${block + 2}`];
+  const n = nextBlock++ % 63;
+  const block = n * 4;
+  const v6 = options.ipv6 ?? false;
+  // IPv6: a /64 of 2001:db8:4d50::/48 per path.
+  const p1 = v6
+    ? [`2001:db8:4d50:${(2 * n).toString(16)}::1`, `2001:db8:4d50:${(2 * n).toString(16)}::2`]
+    : [`192.0.2.${block + 1}`, `192.0.2.${block + 2}`];
+  const p2 = v6
+    ? [`2001:db8:4d50:${(2 * n + 1).toString(16)}::1`, `2001:db8:4d50:${(2 * n + 1).toString(16)}::2`]
+    : [`198.51.100.${block + 1}`, `198.51.100.${block + 2}`];
+  const prefix = v6 ? ['64', 'nodad'] : ['30'];
   const devs = [
     [`kmp1a${id}`, `kmp2a${id}`],
     [`kmp1b${id}`, `kmp2b${id}`],
@@ -84,8 +93,8 @@ export function createMptcpTopology(): MptcpTopology {
       exec('ip', ['link', 'set', 'lo', 'up']);
       // Replies of a join leave by the path they came in on; no reverse-path filter in the way.
       exec('sysctl', ['-qw', 'net.mptcp.enabled=1', 'net.ipv4.conf.all.rp_filter=0']);
-      exec('ip', ['addr', 'add', `${p1[i]}/30`, 'dev', devs[i]![0]!]);
-      exec('ip', ['addr', 'add', `${p2[i]}/30`, 'dev', devs[i]![1]!]);
+      exec('ip', ['addr', 'add', `${p1[i]}/${prefix[0]}`, 'dev', devs[i]![0]!, ...prefix.slice(1)]);
+      exec('ip', ['addr', 'add', `${p2[i]}/${prefix[0]}`, 'dev', devs[i]![1]!, ...prefix.slice(1)]);
       exec('ip', ['link', 'set', devs[i]![0]!, 'up']);
       exec('ip', ['link', 'set', devs[i]![1]!, 'up']);
       const path = `/run/netns/${name}`;
@@ -93,8 +102,8 @@ export function createMptcpTopology(): MptcpTopology {
         name,
         path,
         inode: statSync(path).ino,
-        ipv4: p1[i]!,
-        ipv6: '',
+        ipv4: v6 ? '' : p1[i]!,
+        ipv6: v6 ? p1[i]! : '',
         dev: devs[i]![0]!,
         addr1: p1[i]!,
         addr2: p2[i]!,

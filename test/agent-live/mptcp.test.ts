@@ -207,8 +207,11 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   /** Runs `fn` with a fresh two-path topology and the peers it starts, all removed afterwards. */
-  async function scenario(fn: (topo: MptcpTopology, peers: Peer[]) => Promise<void>): Promise<void> {
-    const topo = createMptcpTopology();
+  async function scenario(
+    fn: (topo: MptcpTopology, peers: Peer[]) => Promise<void>,
+    options: { ipv6?: boolean } = {},
+  ): Promise<void> {
+    const topo = createMptcpTopology(options);
     const peers: Peer[] = [];
     try {
       await fn(topo, peers);
@@ -218,90 +221,94 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
     }
   }
 
-  it('a transfer over two subflows: one connection profile with 2 subflows, subflows on distinct paths, bytes as the applications and MPTCP_INFO say', async (t) => {
-    if (!requireLive(t)) return;
-    await scenario(async ({ client, server }, peers) => {
-      const port = 6101;
-      const total = 8 << 20;
-      signal(server);
-      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-      peers.push(srv);
-      await srv.phase('listening');
-      const cli = startMptcpPeer(client, [
-        'client',
-        server.addr1,
-        port,
-        total,
-        1000,
-        '--chunk',
-        65536,
-        '--interval',
-        2,
-      ]);
-      peers.push(cli);
-      const connected = await phase(cli, 'connected');
-      const cport = Number(connected['local_port']);
-      const done = await phase(cli, 'done');
-      cli.release();
-      await cli.phase('closed');
-      const sdone = await phase(srv, 'done');
+  for (const ipv6 of [false, true])
+    it(`${ipv6 ? 'IPv6' : 'IPv4'}: a transfer over two subflows: one connection profile with 2 subflows, subflows on distinct paths, bytes as the applications and MPTCP_INFO say`, async (t) => {
+      if (!requireLive(t)) return;
+      await scenario(
+        async ({ client, server }, peers) => {
+          const port = ipv6 ? 6109 : 6101;
+          const total = 8 << 20;
+          signal(server);
+          const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+          peers.push(srv);
+          await srv.phase('listening');
+          const cli = startMptcpPeer(client, [
+            'client',
+            server.addr1,
+            port,
+            total,
+            1000,
+            '--chunk',
+            65536,
+            '--interval',
+            2,
+          ]);
+          peers.push(cli);
+          const connected = await phase(cli, 'connected');
+          const cport = Number(connected['local_port']);
+          const done = await phase(cli, 'done');
+          cli.release();
+          await cli.phase('closed');
+          const sdone = await phase(srv, 'done');
 
-      // Kernel's word: two subflows, one per path, and the bytes the applications moved.
-      assert.equal(done['sent'], total);
-      assert.equal(done['received'], 1000);
-      assert.equal(done.mptcp['bytes_sent'], total);
-      assert.equal(done.mptcp['bytes_received'], 1000);
-      assert.equal(sdone.mptcp['bytes_received'], total);
-      assert.equal(done.subflows.length, 2, JSON.stringify(done.subflows));
-      assert.deepEqual(
-        done.subflows.map((s) => s['local_address']).sort(),
-        [client.addr1, client.addr2].sort(),
+          // Kernel's word: two subflows, one per path, and the bytes the applications moved.
+          assert.equal(done['sent'], total);
+          assert.equal(done['received'], 1000);
+          assert.equal(done.mptcp['bytes_sent'], total);
+          assert.equal(done.mptcp['bytes_received'], 1000);
+          assert.equal(sdone.mptcp['bytes_received'], total);
+          assert.equal(done.subflows.length, 2, JSON.stringify(done.subflows));
+          assert.deepEqual(
+            done.subflows.map((s) => s['local_address']).sort(),
+            [client.addr1, client.addr2].sort(),
+          );
+
+          const cp = await mptcpProfiles(collector!, client, cport, 2);
+          // The connection: its handshake, then one profile with both subflows, finished.
+          assert.deepEqual(transitions(cp.meta), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
+          assert.equal(cp.meta.filter((p) => num(p, 'subflowCount') === 2).length, 1);
+          assert.equal(num(cp.meta[1]!, 'subflowCount'), 2);
+          assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
+          assert.equal(sum(cp.meta, 'receivedOctetTotalCount'), 1000);
+          assert.equal(sum(cp.meta, 'reinjectionOctetOut'), done.mptcp['bytes_retrans']);
+          assert.ok(num(cp.meta[1]!, 'rcvBufOctetCount') > 0);
+          // Its subflows: paths 1 (initial) and 2 (the join), each the kernel's subflow of its port.
+          assert.deepEqual([...cp.subflows.keys()].sort(), [1, 2]);
+          const moved = { acked: 0, received: 0 };
+          for (const [index, ps] of cp.subflows) {
+            assert.equal(ps.at(-1)!.endState, 'FINISHED', `path ${index}: ${transitions(ps)}`);
+            assert.equal(ps[0]!['sourceAddress'], index === 1 ? client.addr1 : client.addr2);
+            const k = subflowAt(done, ps[0]!.sourceTransportPort);
+            // TCP_INFO counts our SYN and, once acked, our FIN in bytes_acked; profiles do not.
+            const acked = sum(ps, 'transferredOctetTotalCount');
+            assert.ok(
+              acked === Number(k['bytes_acked']) - 1 || acked === Number(k['bytes_acked']) - 2,
+              `path ${index}: ${acked} vs tcpi_bytes_acked ${k['bytes_acked']}`,
+            );
+            assert.equal(sum(ps, 'retransmittedPacketTotalCount'), k['total_retrans']);
+            moved.acked += acked;
+            moved.received += sum(ps, 'receivedOctetTotalCount');
+          }
+          // The subflows carried the connection's bytes (plus any reinjected twice).
+          assert.ok(moved.acked >= total, `subflows carried ${moved.acked} of ${total}`);
+          assert.equal(moved.received, 1000);
+          assert.equal(
+            sum(cp.meta, 'retransmittedPacketTotalCount'),
+            done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
+          );
+
+          // The server's view of the same connection: its own flowId, both subflows, all bytes.
+          const sp = await mptcpProfiles(collector!, server, port, 2);
+          assert.equal(sp.meta.at(-1)!.endState, 'FINISHED');
+          assert.equal(sum(sp.meta, 'receivedOctetTotalCount'), total);
+          assert.equal(sum(sp.meta, 'transferredOctetTotalCount'), 1000);
+          assert.equal(Math.max(...sp.meta.map((p) => num(p, 'subflowCount'))), 2);
+          assert.deepEqual([...sp.subflows.keys()].sort(), [1, 2]);
+          assert.notEqual(String(sp.meta[0]!.flowId), String(cp.meta[0]!.flowId));
+        },
+        { ipv6 },
       );
-
-      const cp = await mptcpProfiles(collector!, client, cport, 2);
-      // The connection: its handshake, then one profile with both subflows, finished.
-      assert.deepEqual(transitions(cp.meta), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
-      assert.equal(cp.meta.filter((p) => num(p, 'subflowCount') === 2).length, 1);
-      assert.equal(num(cp.meta[1]!, 'subflowCount'), 2);
-      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
-      assert.equal(sum(cp.meta, 'receivedOctetTotalCount'), 1000);
-      assert.equal(sum(cp.meta, 'reinjectionOctetOut'), done.mptcp['bytes_retrans']);
-      assert.ok(num(cp.meta[1]!, 'rcvBufOctetCount') > 0);
-      // Its subflows: paths 1 (initial) and 2 (the join), each the kernel's subflow of its port.
-      assert.deepEqual([...cp.subflows.keys()].sort(), [1, 2]);
-      const moved = { acked: 0, received: 0 };
-      for (const [index, ps] of cp.subflows) {
-        assert.equal(ps.at(-1)!.endState, 'FINISHED', `path ${index}: ${transitions(ps)}`);
-        assert.equal(ps[0]!['sourceAddress'], index === 1 ? client.addr1 : client.addr2);
-        const k = subflowAt(done, ps[0]!.sourceTransportPort);
-        // TCP_INFO counts our SYN and, once acked, our FIN in bytes_acked; profiles do not.
-        const acked = sum(ps, 'transferredOctetTotalCount');
-        assert.ok(
-          acked === Number(k['bytes_acked']) - 1 || acked === Number(k['bytes_acked']) - 2,
-          `path ${index}: ${acked} vs tcpi_bytes_acked ${k['bytes_acked']}`,
-        );
-        assert.equal(sum(ps, 'retransmittedPacketTotalCount'), k['total_retrans']);
-        moved.acked += acked;
-        moved.received += sum(ps, 'receivedOctetTotalCount');
-      }
-      // The subflows carried the connection's bytes (plus any reinjected twice).
-      assert.ok(moved.acked >= total, `subflows carried ${moved.acked} of ${total}`);
-      assert.equal(moved.received, 1000);
-      assert.equal(
-        sum(cp.meta, 'retransmittedPacketTotalCount'),
-        done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
-      );
-
-      // The server's view of the same connection: its own flowId, both subflows, all bytes.
-      const sp = await mptcpProfiles(collector!, server, port, 2);
-      assert.equal(sp.meta.at(-1)!.endState, 'FINISHED');
-      assert.equal(sum(sp.meta, 'receivedOctetTotalCount'), total);
-      assert.equal(sum(sp.meta, 'transferredOctetTotalCount'), 1000);
-      assert.equal(Math.max(...sp.meta.map((p) => num(p, 'subflowCount'))), 2);
-      assert.deepEqual([...sp.subflows.keys()].sort(), [1, 2]);
-      assert.notEqual(String(sp.meta[0]!.flowId), String(cp.meta[0]!.flowId));
     });
-  });
 
   it('pcap replay of a two-subflow transfer captured at the client recognises one MPTCP connection: one flowId, path indexes 1 and 2, the live subflows’ bytes', async (t) => {
     if (!requireLive(t) || !requireTools(t, 'tcpdump')) return;
