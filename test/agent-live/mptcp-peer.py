@@ -2,8 +2,9 @@
 """MPTCP peers of the live agent tests, run inside the test namespaces (IPPROTO_MPTCP sockets).
 
 They count the application bytes they really moved and print the kernel's own view of the MPTCP
-connection (MPTCP_INFO) and of each live subflow (MPTCP_TCPINFO + MPTCP_SUBFLOW_ADDRS: TCP_INFO
-and ports) as JSON lines: the ground truth the exported profiles are compared with.
+connection (MPTCP_INFO) and of each live subflow (TCP_INFO from MPTCP_TCPINFO, addresses from
+MPTCP_SUBFLOW_ADDRS, the kernel's subflow id from MPTCP_FULL_INFO) as JSON lines: the ground
+truth the exported profiles are compared with.
 
   server ADDR PORT REPLY [--expect N] [--tcp]
                           listen on every address of ADDR's family, accept one connection, read to EOF, then reply REPLY bytes (or
@@ -36,6 +37,7 @@ SOL_MPTCP = 284
 MPTCP_INFO = 1
 MPTCP_TCPINFO = 2
 MPTCP_SUBFLOW_ADDRS = 3
+MPTCP_FULL_INFO = 4
 
 # struct mptcp_info (include/uapi/linux/mptcp.h).
 MPTCP_FIELDS = {
@@ -110,9 +112,34 @@ def port_of(ss):
     return addr, port
 
 
+def subflow_ids(sock, count=8):
+    """The kernel's id of each subflow by (local, remote) port (MPTCP_FULL_INFO)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    # struct mptcp_subflow_info: __u32 id, 4 bytes of padding, struct mptcp_subflow_addrs.
+    sf_size = 8 + ADDRS_SIZE
+    sfbuf = ctypes.create_string_buffer(sf_size * count)
+    head = struct.pack("<IIIIII", 0, 0, 0, sf_size, 0, count)
+    full = bytearray(head + struct.pack("<QQ", ctypes.addressof(sfbuf), 0) + bytes(96))
+    cbuf = (ctypes.c_char * len(full)).from_buffer(full)
+    optlen = ctypes.c_uint32(len(full))
+    if libc.getsockopt(sock.fileno(), SOL_MPTCP, MPTCP_FULL_INFO, cbuf, ctypes.byref(optlen)) != 0:
+        return {}
+    num = struct.unpack_from("<I", full, 16)[0]
+    raw = sfbuf.raw
+    ids = {}
+    for i in range(min(num, count)):
+        rec = raw[i * sf_size:(i + 1) * sf_size]
+        ports = (port_of(rec[8:136])[1], port_of(rec[136:264])[1])
+        ids[ports] = struct.unpack_from("<I", rec, 0)[0]
+    return ids
+
+
 def subflows(sock):
     infos = subflow_data(sock, MPTCP_TCPINFO, TCP_INFO_SIZE)
     addrs = subflow_data(sock, MPTCP_SUBFLOW_ADDRS, ADDRS_SIZE)
+    ids = subflow_ids(sock)
     out = []
     for i, raw in enumerate(infos):
         sf = unpack(raw, TCP_FIELDS)
@@ -120,6 +147,7 @@ def subflows(sock):
             la, lp = port_of(addrs[i][0:128])
             ra, rp = port_of(addrs[i][128:256])
             sf.update({"local_address": la, "local_port": lp, "remote_address": ra, "remote_port": rp})
+            sf["id"] = ids.get((lp, rp))
         out.append(sf)
     return out
 

@@ -279,6 +279,8 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
             assert.equal(ps.at(-1)!.endState, 'FINISHED', `path ${index}: ${transitions(ps)}`);
             assert.equal(ps[0]!['sourceAddress'], index === 1 ? client.addr1 : client.addr2);
             const k = subflowAt(done, ps[0]!.sourceTransportPort);
+            // The path index is the kernel's subflow id (MPTCP_FULL_INFO).
+            assert.equal(k['id'], index, `kernel subflow id of port ${ps[0]!.sourceTransportPort}`);
             // TCP_INFO counts our SYN and, once acked, our FIN in bytes_acked; profiles do not.
             const acked = sum(ps, 'transferredOctetTotalCount');
             assert.ok(
@@ -304,6 +306,11 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
           assert.equal(sum(sp.meta, 'transferredOctetTotalCount'), 1000);
           assert.equal(Math.max(...sp.meta.map((p) => num(p, 'subflowCount'))), 2);
           assert.deepEqual([...sp.subflows.keys()].sort(), [1, 2]);
+          // The server's subflows: each path index is the kernel's id of the subflow with those ports.
+          for (const [index, ps] of sp.subflows) {
+            const k = sdone.subflows.find((x) => x['remote_port'] === ps[0]!.destinationTransportPort);
+            assert.equal(k?.['id'], index, `server subflow to port ${ps[0]!.destinationTransportPort}`);
+          }
           assert.notEqual(String(sp.meta[0]!.flowId), String(cp.meta[0]!.flowId));
         },
         { ipv6 },
