@@ -146,6 +146,32 @@ export function withdraw(server: MptcpHost, id = 2): void {
   server.exec('ip', ['mptcp', 'endpoint', 'delete', 'id', String(id)]);
 }
 
+/**
+ * Lets the client open subflows itself from its path-2 address (endpoint `id`, flag subflow):
+ * packets from that address to the server's path-1 address leave by path 2 (policy routing;
+ * the server takes them on its path-2 device and answers by the connected route).
+ */
+export function clientSubflowEndpoint(client: MptcpHost, server: MptcpHost, id = 3): void {
+  client.exec('ip', ['rule', 'add', 'from', client.addr2, 'table', '100']);
+  client.exec('ip', ['route', 'add', `${server.addr1}/32`, 'dev', client.dev2, 'table', '100']);
+  client.exec('ip', [
+    'mptcp',
+    'endpoint',
+    'add',
+    client.addr2,
+    'dev',
+    client.dev2,
+    'id',
+    String(id),
+    'subflow',
+  ]);
+}
+
+/** Removes the client's endpoint `id`: the client closes its subflows from it (RM_ADDR). */
+export function clientWithdraw(client: MptcpHost, id = 3): void {
+  client.exec('ip', ['mptcp', 'endpoint', 'delete', 'id', String(id)]);
+}
+
 /** An MPTcpExt counter of a namespace (/proc/net/netstat read from inside it). */
 export function mptcpExt(host: NetnsHost, name: string): number {
   const lines = host.exec('cat', ['/proc/net/netstat']).split('\n');

@@ -33,6 +33,8 @@ import {
   transitions,
 } from './live-harness.js';
 import {
+  clientSubflowEndpoint,
+  clientWithdraw,
   createMptcpTopology,
   type MptcpHost,
   type MptcpTopology,
@@ -470,6 +472,58 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
           `HoL stalls ${sum(cp.meta, 'headOfLineStallCount')}, path-1 RTOs ${k1['total_rto']}, ` +
           `meta ${transitions(cp.meta).join(' ')}\n`,
       );
+    });
+  });
+
+  it('a subflow the client itself adds (its subflow endpoint) and removes during the connection is reported too', async (t) => {
+    if (!requireLive(t)) return;
+    await scenario(async ({ client, server }, peers) => {
+      const port = 6110;
+      const total = 24 << 20;
+      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+      peers.push(srv);
+      await srv.phase('listening');
+      const cli = startMptcpPeer(client, [
+        'client',
+        server.addr1,
+        port,
+        total,
+        1000,
+        '--chunk',
+        65536,
+        '--interval',
+        10,
+      ]);
+      peers.push(cli);
+      const cport = Number((await phase(cli, 'connected'))['local_port']);
+      await sleep(500);
+      clientSubflowEndpoint(client, server);
+      const deadline = Date.now() + 10_000;
+      while (Date.now() < deadline && !cli.lines.some((l) => (l as unknown as MpLine).subflows?.length === 2))
+        await sleep(50);
+      const both = cli.lines.find(
+        (l) => (l as unknown as MpLine).subflows?.length === 2,
+      ) as unknown as MpLine;
+      assert.ok(both, 'the client opened a subflow from its path-2 address');
+      const joined = both.subflows.find((x) => x['local_address'] === client.addr2)!;
+      await sleep(700);
+      clientWithdraw(client);
+      const done = await phase(cli, 'done', 90_000);
+      cli.release();
+      await cli.phase('closed');
+      assert.equal((await phase(srv, 'done'))['received'], total);
+      assert.equal(done.subflows.filter((x) => x['local_address'] === client.addr2).length, 0, 'removed');
+      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      const added = cp.subflows.get(Number(joined['id']))!;
+      assert.ok(added, `the joined subflow (kernel id ${joined['id']}) has profiles`);
+      assert.equal(added[0]!.sourceTransportPort, joined['local_port']);
+      assert.equal(added[0]!.startState, 'NEW');
+      const gone = added.at(-1)!;
+      assert.ok(TERMINAL.includes(gone.endState), transitions(added).join());
+      assert.ok(gone.flowEndMilliseconds < cp.meta.at(-1)!.flowEndMilliseconds, 'removed before the end');
+      assert.equal(cp.meta.at(-1)!.endState, 'FINISHED');
+      assert.equal(Math.max(...cp.meta.map((p) => num(p, 'subflowCount'))), 2);
+      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
     });
   });
 
