@@ -161,29 +161,96 @@ interface Hit {
   i: number;
 }
 
-/** One (group, bucket) being summed. */
+/**
+ * One (group, bucket) being summed. Its numbers live in the summary's Pool at `slot`, laid out
+ * as a pre-aggregate key's stats (profiles, connections bound, sums, rtt count and sum, tte count
+ * and sum): a week of hourly buckets makes 336,000 groups, one small object each.
+ */
 interface Acc {
   key: string | number | null;
   bucket: number | null;
-  profiles: number;
-  sums: number[];
+  slot: number;
   /** flowIds of scanned rows (exact distinct count); null until a scanned row has one. */
   flows: Set<number | bigint> | null;
-  /** Sum of per-block distinct counts from pre-aggregates (an upper bound across blocks). */
-  connectionsBound: number;
   /** Exact values of scanned rows; null until one is seen (most groups are pre-aggregated). */
   rtt: number[] | null;
   tte: number[] | null;
-  rttCount: number;
-  rttSum: number;
-  tteCount: number;
-  tteSum: number;
   /**
    * Pre-aggregates merged into this group, as (source × 2^26 + key index) into the summary's
-   * list of sources; null while every contribution was scanned. Only the groups returned are
-   * turned into histograms.
+   * list of sources: the first in `ref` (-1: none), any others in `refs`. Only the groups
+   * returned are turned into histograms.
    */
+  ref: number;
   refs: number[] | null;
+}
+
+/** The numbers of a summary's groups, STAT_WIDTH per slot (the connections entry is the bound). */
+class Pool {
+  v = new Float64Array(1024 * STAT_WIDTH);
+  n = 0;
+
+  /** A new zeroed slot. */
+  add(): number {
+    if ((this.n + 1) * STAT_WIDTH > this.v.length) this.reserve(2 * this.n + 1);
+    return this.n++;
+  }
+
+  /** Room for `slots` slots in all, without growing again. */
+  reserve(slots: number): void {
+    if (slots * STAT_WIDTH <= this.v.length) return;
+    const w = new Float64Array(slots * STAT_WIDTH);
+    w.set(this.v);
+    this.v = w;
+  }
+}
+
+/**
+ * The groups of one summary, by bucket and interned key id (a Map tells 443 from '443' when
+ * interning): merging a cached roll-up indexes an array per key, no map lookup.
+ */
+class Groups {
+  readonly pool = new Pool();
+  readonly all: Acc[] = [];
+  private readonly byBucket = new Map<number | null, (Acc | undefined)[]>();
+  private lastBucket: number | null | undefined;
+  private lastArr: (Acc | undefined)[] = [];
+
+  constructor(private readonly keyIds: Map<string | number | null, number>) {}
+
+  /** The interned id of a key. */
+  id(key: string | number | null): number {
+    let id = this.keyIds.get(key);
+    if (id === undefined) {
+      id = this.keyIds.size;
+      this.keyIds.set(key, id);
+    }
+    return id;
+  }
+
+  /** The group of (key with interned `id`, bucket), created on first use. */
+  get(id: number, key: string | number | null, bucket: number | null): Acc {
+    if (bucket !== this.lastBucket) {
+      let arr = this.byBucket.get(bucket);
+      if (!arr) {
+        arr = [];
+        this.byBucket.set(bucket, arr);
+      }
+      this.lastBucket = bucket;
+      this.lastArr = arr;
+    }
+    let a = this.lastArr[id];
+    if (!a) {
+      a = { key, bucket, slot: this.pool.add(), flows: null, rtt: null, tte: null, ref: -1, refs: null };
+      this.lastArr[id] = a;
+      this.all.push(a);
+    }
+    return a;
+  }
+
+  /** The group of (key, bucket). */
+  of(key: string | number | null, bucket: number | null): Acc {
+    return this.get(this.id(key), key, bucket);
+  }
 }
 
 /** Pre-aggregates of one block or roll-up merged into a summary. */
@@ -356,60 +423,38 @@ export class BlockReader {
       .get(...params) as number;
     const useAggs = !hasRowConditions(q) && total > this.exactRows;
     const bucketMs = q.bucketMs ? Math.floor(q.bucketMs) : 0;
-    // Groups by bucket, then by key itself (a Map tells 443 from '443'): no key strings to build.
-    const groups = new Map<number | null, Map<string | number | null, Acc>>();
-    const acc = (key: string | number | null, bucket: number | null): Acc => {
-      let byKey = groups.get(bucket);
-      if (!byKey) {
-        byKey = new Map();
-        groups.set(bucket, byKey);
-      }
-      let a = byKey.get(key);
-      if (!a) {
-        a = {
-          key,
-          bucket,
-          profiles: 0,
-          sums: [0, 0, 0, 0, 0, 0],
-          flows: null,
-          connectionsBound: 0,
-          rtt: null,
-          tte: null,
-          rttCount: 0,
-          rttSum: 0,
-          tteCount: 0,
-          tteSum: 0,
-          refs: null,
-        };
-        byKey.set(key, a);
-      }
-      return a;
-    };
+    if (this.keyIds.size > 4_000_000) {
+      // Keys come and go over months: start the numbering over rather than grow without bound.
+      this.keyIds.clear();
+      this.rollupCache.clear();
+      this.rollupCacheBytes = 0;
+    }
+    const groups = new Groups(this.keyIds);
+    const pool = groups.pool;
+    const acc = (key: string | number | null, bucket: number | null): Acc => groups.of(key, bucket);
     const sources: Sources = [];
     // Hours wholly inside the range that have a roll-up (hour start -> its maxBlockId).
     const covered = new Map<number, number>();
     // [start, end, maxBlockId] of each roll-up used, flat.
     const coveredBy: number[] = [];
-    // Groups of each bucket by interned key id (roll-ups only).
-    const accById = new Map<number | null, (Acc | undefined)[]>();
     if (useAggs && bucketMs % ROLLUP_MS === 0) {
       // Days first (when buckets are whole days), then the hours no day covers.
       for (const span of bucketMs % ROLLUP_DAY_MS === 0 ? [ROLLUP_DAY_MS, ROLLUP_MS] : [ROLLUP_MS]) {
         // Which roll-ups first, then the BLOBs of those no day covers (hour BLOBs are large).
         const rollups = this.rollupsIn.all(span, clampSql(from), clampSql(to)) as RollupMeta[];
+        const used: { r: RollupMeta; c: { d: DimensionAggregates; ids: Int32Array } }[] = [];
         for (const r of rollups) {
           if (covered.has(r.start)) continue;
           const c = this.rollup(span, r, q.groupBy);
-          if (!c) continue;
+          if (c) used.push({ r, c });
+        }
+        // Each roll-up's keys are new groups when buckets split them: make room once.
+        if (bucketMs) pool.reserve(pool.n + used.reduce((a, u) => a + u.c.d.keys.length, 0));
+        for (const { r, c } of used) {
           for (let h = r.start; h < r.start + span; h += ROLLUP_MS) covered.set(h, r.maxBlockId);
           coveredBy.push(r.start, r.start + span, r.maxBlockId);
           const bucket = bucketMs ? Math.floor(r.start / bucketMs) * bucketMs : null;
-          let byId = accById.get(bucket);
-          if (!byId) {
-            byId = [];
-            accById.set(bucket, byId);
-          }
-          this.mergeDimension(c.d, bucket, acc, sources, { ids: c.ids, byId });
+          this.mergeDimension(c.d, bucket, groups, sources, c.ids);
         }
       }
     }
@@ -444,39 +489,38 @@ export class BlockReader {
       }
       const inside = m.tmin >= from && m.tmax < to;
       const oneBucket = !bucketMs || Math.floor(m.tmin / bucketMs) === Math.floor(m.tmax / bucketMs);
-      if (useAggs && inside && oneBucket && !skip) this.mergeAggregates(m, q, bucketMs, acc, sources);
-      else this.scan(m, q, from, to, bucketMs, acc, skip);
+      if (useAggs && inside && oneBucket && !skip) this.mergeAggregates(m, q, bucketMs, groups, sources);
+      else this.scan(m, q, from, to, bucketMs, acc, pool, skip);
     }
-    let all: Acc[] = [];
-    for (const g of groups.values()) for (const a of g.values()) all.push(a);
+    let all = groups.all;
     if (all.length > 4 * q.limit) {
       // Only groups with at least the limit-th largest count can be returned: sort just those
       // (a week of hourly buckets over 2000 destinations is 336,000 groups for 50 rows).
-      const counts = new Float64Array(all.length);
-      for (let i = 0; i < all.length; i++) counts[i] = all[i]!.profiles;
-      counts.sort();
-      const least = counts[counts.length - q.limit]!;
-      all = all.filter((a) => a.profiles >= least);
+      const least = kthLargest(all, (a) => pool.v[a.slot * STAT_WIDTH]!, q.limit);
+      all = all.filter((a) => pool.v[a.slot * STAT_WIDTH]! >= least);
     }
     const rows = all
       .sort(
-        (a, b) => b.profiles - a.profiles || compareKeys(a.key, b.key) || (a.bucket ?? 0) - (b.bucket ?? 0),
+        (a, b) =>
+          pool.v[b.slot * STAT_WIDTH]! - pool.v[a.slot * STAT_WIDTH]! ||
+          compareKeys(a.key, b.key) ||
+          (a.bucket ?? 0) - (b.bucket ?? 0),
       )
       .slice(0, q.limit);
-    return rows.map((a) => finish(a, sources));
+    return rows.map((a) => finish(a, pool, sources));
   }
 
   private mergeAggregates(
     m: BlockMeta,
     q: SummaryQuery,
     bucketMs: number,
-    acc: (key: string | number | null, bucket: number | null) => Acc,
+    groups: Groups,
     sources: Sources,
   ): void {
     const blob = this.aggsOf.get(m.id) as Buffer | undefined;
     if (!blob) return;
     const d = readAggregates(blob, q.groupBy);
-    this.mergeDimension(d, bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null, acc, sources);
+    this.mergeDimension(d, bucketMs ? Math.floor(m.tmin / bucketMs) * bucketMs : null, groups, sources);
   }
 
   /**
@@ -500,12 +544,6 @@ export class BlockReader {
     if (!blob) return null;
     // A copy of just this dimension's part would be smaller; the views keep the BLOB alive.
     const d = readAggregates(blob, dim);
-    if (this.keyIds.size > 4_000_000) {
-      // Keys come and go over months: start the numbering over rather than grow without bound.
-      this.keyIds.clear();
-      this.rollupCache.clear();
-      this.rollupCacheBytes = 0;
-    }
     const ids = new Int32Array(d.keys.length);
     for (let k = 0; k < d.keys.length; k++) {
       let id = this.keyIds.get(d.keys[k]!);
@@ -532,28 +570,22 @@ export class BlockReader {
   private mergeDimension(
     d: DimensionAggregates,
     bucket: number | null,
-    acc: (key: string | number | null, bucket: number | null) => Acc,
+    groups: Groups,
     sources: Sources,
-    interned: { ids: Int32Array; byId: (Acc | undefined)[] } | null = null,
+    ids: Int32Array | null = null,
   ): void {
     const src = sources.push(d) - 1;
+    const pool = groups.pool;
     for (let k = 0; k < d.keys.length; k++) {
-      let a: Acc;
-      if (interned) {
-        const id = interned.ids[k]!;
-        a = interned.byId[id] ??= acc(d.keys[k]!, bucket);
-      } else a = acc(d.keys[k]!, bucket);
+      const a = ids ? groups.get(ids[k]!, d.keys[k]!, bucket) : groups.of(d.keys[k]!, bucket);
       const o = k * STAT_WIDTH;
       const s = d.stats;
-      a.profiles += s[o]!;
-      a.connectionsBound += s[o + 1]!;
-      for (let x = 0; x < SUM_COLUMNS.length; x++) a.sums[x]! += s[o + 2 + x]!;
-      a.rttCount += s[o + STAT_RTT]!;
-      a.rttSum += s[o + STAT_RTT + 1]!;
-      a.tteCount += s[o + STAT_RTT + 2]!;
-      a.tteSum += s[o + STAT_RTT + 3]!;
-      a.refs ??= [];
-      a.refs.push(src * REF_SHIFT + k);
+      const v = pool.v;
+      const ao = a.slot * STAT_WIDTH;
+      for (let x = 0; x < STAT_WIDTH; x++) v[ao + x]! += s[o + x]!;
+      const ref = src * REF_SHIFT + k;
+      if (a.ref < 0) a.ref = ref;
+      else (a.refs ??= []).push(ref);
     }
   }
 
@@ -564,6 +596,7 @@ export class BlockReader {
     to: number,
     bucketMs: number,
     acc: (key: string | number | null, bucket: number | null) => Acc,
+    pool: Pool,
     skip: ((t: number) => boolean) | null = null,
   ): void {
     const b = this.block(m.id);
@@ -602,10 +635,12 @@ export class BlockReader {
         a = acc(key, bucketMs ? bk * bucketMs : null);
         local.set(lk, a);
       }
-      a.profiles++;
+      const v = pool.v;
+      const o = a.slot * STAT_WIDTH;
+      v[o]!++;
       for (let x = 0; x < sums.length; x++) {
         const c = sums[x];
-        if (c?.has(i)) a.sums[x]! += c.num(i);
+        if (c?.has(i)) v[o + 2 + x]! += c.num(i);
       }
       if (flow?.has(i)) {
         a.flows ??= new Set();
@@ -615,45 +650,51 @@ export class BlockReader {
       if (!Number.isNaN(r)) {
         a.rtt ??= [];
         a.rtt.push(r);
-        a.rttCount++;
-        a.rttSum += r;
+        v[o + STAT_RTT]!++;
+        v[o + STAT_RTT + 1]! += r;
       }
       const e = tte ? tte[i]! : Number.NaN;
       if (e > 0) {
         a.tte ??= [];
         a.tte.push(e);
-        a.tteCount++;
-        a.tteSum += e;
+        v[o + STAT_RTT + 2]!++;
+        v[o + STAT_RTT + 3]! += e;
       }
     }
   }
 }
 
 /** The summary row of a group: exact statistics when every row was scanned, else flagged approximate. */
-function finish(a: Acc, sources: Sources): SummaryRow {
-  const approximate = a.refs !== null;
+function finish(a: Acc, pool: Pool, sources: Sources): SummaryRow {
+  const approximate = a.ref >= 0;
+  const v = pool.v.subarray(a.slot * STAT_WIDTH, (a.slot + 1) * STAT_WIDTH);
+  const rttCount = v[STAT_RTT]!;
+  const rttSum = v[STAT_RTT + 1]!;
+  const tteCount = v[STAT_RTT + 2]!;
+  const tteSum = v[STAT_RTT + 3]!;
+  const refs = a.ref < 0 ? [] : [a.ref, ...(a.refs ?? [])];
   const row: SummaryRow = {
     key: a.key,
     bucket: a.bucket,
-    profiles: a.profiles,
-    connections: (a.flows?.size ?? 0) + a.connectionsBound,
-    transferredOctetTotalCount: a.sums[0]!,
-    receivedOctetTotalCount: a.sums[1]!,
-    retransmittedPacketTotalCount: a.sums[2]!,
-    stallCount: a.sums[3]!,
-    duplicatePacketTotalCount: a.sums[4]!,
-    reorderingPacketCount: a.sums[5]!,
+    profiles: v[0]!,
+    connections: (a.flows?.size ?? 0) + v[1]!,
+    transferredOctetTotalCount: v[2]!,
+    receivedOctetTotalCount: v[3]!,
+    retransmittedPacketTotalCount: v[4]!,
+    stallCount: v[5]!,
+    duplicatePacketTotalCount: v[6]!,
+    reorderingPacketCount: v[7]!,
     rtt: null,
     timeToEstablish: null,
   };
   if (approximate) {
-    const rh = histogram(a.refs!, sources, 'rtt', a.rtt ?? []);
-    const th = histogram(a.refs!, sources, 'tte', a.tte ?? []);
-    const pr = (p: number) => histPercentile(rh, a.rttCount, p);
-    const pt = (p: number) => histPercentile(th, a.tteCount, p);
-    if (a.rttCount > 0)
-      row.rtt = { mean: a.rttSum / a.rttCount, p50: pr(50), p90: pr(90), p95: pr(95), p99: pr(99) };
-    if (a.tteCount > 0) row.timeToEstablish = { mean: a.tteSum / a.tteCount, p50: pt(50), p90: pt(90) };
+    const rh = histogram(refs, sources, 'rtt', a.rtt ?? []);
+    const th = histogram(refs, sources, 'tte', a.tte ?? []);
+    const pr = (p: number) => histPercentile(rh, rttCount, p);
+    const pt = (p: number) => histPercentile(th, tteCount, p);
+    if (rttCount > 0)
+      row.rtt = { mean: rttSum / rttCount, p50: pr(50), p90: pr(90), p95: pr(95), p99: pr(99) };
+    if (tteCount > 0) row.timeToEstablish = { mean: tteSum / tteCount, p50: pt(50), p90: pt(90) };
     row.approximate = true;
     return row;
   }
@@ -685,6 +726,41 @@ function histogram(refs: number[], sources: Sources, which: 'rtt' | 'tte', value
   }
   for (const v of values) h[histBucket(v)]!++;
   return h;
+}
+
+/** The k-th largest value of `f` over `items` (a min-heap of the k largest so far). */
+function kthLargest<T>(items: readonly T[], f: (x: T) => number, k: number): number {
+  const heap = new Float64Array(k);
+  let n = 0;
+  for (const it of items) {
+    const v = f(it);
+    if (n < k) {
+      // Sift up.
+      let i = n++;
+      heap[i] = v;
+      while (i > 0) {
+        const p = (i - 1) >> 1;
+        if (heap[p]! <= heap[i]!) break;
+        [heap[p], heap[i]] = [heap[i]!, heap[p]!];
+        i = p;
+      }
+    } else if (v > heap[0]!) {
+      // Replace the smallest, sift down.
+      heap[0] = v;
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        const r = l + 1;
+        let m = i;
+        if (l < k && heap[l]! < heap[m]!) m = l;
+        if (r < k && heap[r]! < heap[m]!) m = r;
+        if (m === i) break;
+        [heap[m], heap[i]] = [heap[i]!, heap[m]!];
+        i = m;
+      }
+    }
+  }
+  return n < k ? Number.NEGATIVE_INFINITY : heap[0]!;
 }
 
 /** Infinite bounds as SQLite integers. */
