@@ -433,6 +433,7 @@ export class BlockReader {
     const pool = groups.pool;
     const acc = (key: string | number | null, bucket: number | null): Acc => groups.of(key, bucket);
     const sources: Sources = [];
+    const segments: { bucket: number; d: DimensionAggregates; ids: Int32Array }[] = [];
     // Hours wholly inside the range that have a roll-up (hour start -> its maxBlockId).
     const covered = new Map<number, number>();
     // [start, end, maxBlockId] of each roll-up used, flat.
@@ -448,13 +449,14 @@ export class BlockReader {
           const c = this.rollup(span, r, q.groupBy);
           if (c) used.push({ r, c });
         }
-        // Each roll-up's keys are new groups when buckets split them: make room once.
-        if (bucketMs) pool.reserve(pool.n + used.reduce((a, u) => a + u.c.d.keys.length, 0));
         for (const { r, c } of used) {
           for (let h = r.start; h < r.start + span; h += ROLLUP_MS) covered.set(h, r.maxBlockId);
           coveredBy.push(r.start, r.start + span, r.maxBlockId);
           const bucket = bucketMs ? Math.floor(r.start / bucketMs) * bucketMs : null;
-          this.mergeDimension(c.d, bucket, groups, sources, c.ids);
+          // With buckets, a roll-up's keys are groups of their own: they are merged after the
+          // blocks, and only those that can make the limit when nothing else shares their bucket.
+          if (bucket === null) this.mergeDimension(c.d, bucket, groups, sources, c.ids);
+          else segments.push({ bucket, d: c.d, ids: c.ids });
         }
       }
     }
@@ -492,12 +494,37 @@ export class BlockReader {
       if (useAggs && inside && oneBucket && !skip) this.mergeAggregates(m, q, bucketMs, groups, sources);
       else this.scan(m, q, from, to, bucketMs, acc, pool, skip);
     }
-    let all = groups.all;
-    if (all.length > 4 * q.limit) {
-      // Only groups with at least the limit-th largest count can be returned: sort just those
-      // (a week of hourly buckets over 2000 destinations is 336,000 groups for 50 rows).
-      const least = kthLargest(all, (a) => pool.v[a.slot * STAT_WIDTH]!, q.limit);
-      all = all.filter((a) => pool.v[a.slot * STAT_WIDTH]! >= least);
+    let all: Acc[];
+    // A roll-up alone in its bucket leaves its keys' groups as they are in the roll-up: they are
+    // made groups only if they can make the limit (a week of hourly buckets over 2000
+    // destinations is 336,000 groups for 50 rows). Others are merged now.
+    const perBucket = new Map<number | null, number>();
+    for (const a of groups.all) perBucket.set(a.bucket, 2);
+    for (const g of segments) perBucket.set(g.bucket, (perBucket.get(g.bucket) ?? 0) + 1);
+    const alone = segments.filter((g) => perBucket.get(g.bucket) === 1);
+    for (const g of segments)
+      if (perBucket.get(g.bucket) !== 1) this.mergeDimension(g.d, g.bucket, groups, sources, g.ids);
+    const lazyCount = alone.reduce((x, g) => x + g.d.keys.length, 0);
+    if (groups.all.length + lazyCount > 4 * q.limit) {
+      // Only groups with at least the limit-th largest count can be returned: sort just those.
+      const counts: number[] = [];
+      for (const a of groups.all) counts.push(pool.v[a.slot * STAT_WIDTH]!);
+      for (const g of alone)
+        for (let k = 0; k < g.d.keys.length; k++) counts.push(g.d.stats[k * STAT_WIDTH]!);
+      const least = kthLargest(counts, (x) => x, q.limit);
+      for (const g of alone)
+        this.mergeDimension(
+          g.d,
+          g.bucket,
+          groups,
+          sources,
+          g.ids,
+          (k) => g.d.stats[k * STAT_WIDTH]! >= least,
+        );
+      all = groups.all.filter((a) => pool.v[a.slot * STAT_WIDTH]! >= least);
+    } else {
+      for (const g of alone) this.mergeDimension(g.d, g.bucket, groups, sources, g.ids);
+      all = groups.all;
     }
     const rows = all
       .sort(
@@ -573,10 +600,12 @@ export class BlockReader {
     groups: Groups,
     sources: Sources,
     ids: Int32Array | null = null,
+    only: ((k: number) => boolean) | null = null,
   ): void {
     const src = sources.push(d) - 1;
     const pool = groups.pool;
     for (let k = 0; k < d.keys.length; k++) {
+      if (only && !only(k)) continue;
       const a = ids ? groups.get(ids[k]!, d.keys[k]!, bucket) : groups.of(d.keys[k]!, bucket);
       const o = k * STAT_WIDTH;
       const s = d.stats;
