@@ -201,9 +201,12 @@ export class MptcpTable {
     }
     if (ev.tsNs < c.last.tsNs) return;
     c.described = true;
-    // Picked up open from a subflow's event: the first connection event is the baseline.
-    if (c.adopted && c.windowStart.counters === ZERO_MPTCP)
+    // Picked up open from a subflow's event: the first connection event is the baseline (and
+    // what happened before it, a past head-of-line stall say, is no transition now).
+    if (c.adopted && c.windowStart.counters === ZERO_MPTCP) {
       c.windowStart = { ...c.windowStart, counters: mptcpCounters(ev) };
+      c.last = c.windowStart;
+    }
     if (c.localPort === 0 || ev.localPort !== 0) {
       c.localAddress = ev.localAddress;
       c.remoteAddress = ev.remoteAddress;
@@ -224,8 +227,9 @@ export class MptcpTable {
     const due = ev.tsNs - c.windowStart.tsNs >= this.options.activeTimeoutNs;
     const alive = [...c.subflows.values()].some((s) => s.alive);
     if (!alive && c.subflows.size > 0) {
-      this.close(c, this.endReason(c), c.last);
-      c.state = this.endReason(c);
+      const end = this.endReason(c);
+      this.close(c, end, c.last);
+      c.state = end;
       this.conns.delete(key);
       this.stats.removed++;
       return;

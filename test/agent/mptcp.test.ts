@@ -272,4 +272,53 @@ describe('MPTCP connections and subflows through the agent', () => {
     assert.equal(new Set(profiles.map((p) => p.record['flowId'])).size, 1);
     assert.equal(agent.mptcp.size, 0);
   });
+
+  it('a connection picked up open (iterator snapshots) counts from its first event; its past stalls open no UPDATE', async () => {
+    const { agent, source, profiles } = await run();
+    const snap = { counters: { bytesAcked: 5001, totalRetrans: 4 }, stalls: 3 };
+    source.push(
+      ...both(sub(1n, EVENT_KIND.snapshot, snap), { acked: 5000, sent: 5000, hol: 3, retrans: 700 }),
+    );
+    source.push(
+      ...both(sub(2n, EVENT_KIND.snapshot), { acked: 5000, sent: 5000, hol: 3, retrans: 700, alive: 2 }),
+    );
+    const fin = { counters: { bytesAcked: 9002, totalRetrans: 4 }, stalls: 3 };
+    source.push(
+      ...both(
+        sub(1n, EVENT_KIND.state, {
+          arg0: TCP_STATE.FIN_WAIT1,
+          arg1: TCP_STATE.FIN_WAIT2,
+          tcpState: TCP_STATE.FIN_WAIT2,
+          ...fin,
+        }),
+        { acked: 9001, sent: 9000, hol: 3, retrans: 700, state: TCP_STATE.FIN_WAIT2 },
+      ),
+    );
+    source.push(
+      ...both(close(2n, TCP_STATE.ESTABLISHED), {
+        acked: 9001,
+        sent: 9000,
+        hol: 3,
+        retrans: 700,
+        state: TCP_STATE.FIN_WAIT2,
+      }),
+    );
+    source.push(
+      ...both(close(1n, TCP_STATE.FIN_WAIT2, fin), {
+        acked: 9001,
+        sent: 9000,
+        hol: 3,
+        retrans: 700,
+        state: TCP_STATE.CLOSE,
+      }),
+    );
+    const metas = profiles.filter((p) => p.templateId === META);
+    assert.deepEqual(transitionsOf(metas), ['2>4']);
+    assert.equal(metas[0]!.record['transferredOctetTotalCount'], 4000);
+    assert.equal(metas[0]!.record['headOfLineStallCount'], 0);
+    assert.equal(metas[0]!.record['reinjectionOctetOut'], 0);
+    assert.equal(metas[0]!.record['retransmittedPacketTotalCount'], 0);
+    assert.equal(metas[0]!.record['subflowCount'], 2);
+    await agent.close();
+  });
 });
