@@ -106,6 +106,7 @@ async function sameSummaries(rows: Store, blocks: Store, label: string): Promise
   for (const q of [
     { groupBy: 'destination' as const },
     { groupBy: 'ipVersion' as const, bucketMs: 3_600_000 },
+    { groupBy: 'destination' as const, bucketMs: 3_600_000 },
     { groupBy: 'endState' as const, from: T0 - 3_600_000, to: T0 + 300_000 },
     { groupBy: 'exporter' as const, from: T0 - 3.5 * 3_600_000, to: T0 - 1_200_000 },
   ]) {
