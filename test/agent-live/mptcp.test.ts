@@ -301,6 +301,22 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
             done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
           );
 
+          // The collector returns the connection with its subflows under its flowId.
+          const flowId = String(cp.meta[0]!.flowId);
+          const conn = await collector!.json<{ flowId: number | string; items: ApiProfile[] }>(
+            `/api/v1/connections/${flowId}`,
+          );
+          assert.equal(String(conn.flowId), flowId);
+          assert.equal(conn.items.length, cp.meta.length + [...cp.subflows.values()].flat().length);
+          assert.equal(conn.items.filter((p) => p['templateId'] === META).length, cp.meta.length);
+          assert.deepEqual(
+            [
+              ...new Set(
+                conn.items.filter((p) => p['templateId'] === SUBFLOW).map((p) => num(p, 'pathIndex')),
+              ),
+            ].sort(),
+            [1, 2],
+          );
           // The server's view of the same connection: its own flowId, both subflows, all bytes.
           const sp = await mptcpProfiles(collector!, server, port, 2);
           assert.equal(sp.meta.at(-1)!.endState, 'FINISHED');
