@@ -130,10 +130,9 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
     tb[i] = t > 0 ? histBucket(t) : -1;
   }
   const flowFirst = firstRowOfFlow(c);
-  const numKeys = new Int32Array(65536).fill(-1);
   const parts: DimensionPart[] = [];
   for (const d of DIMENSIONS) {
-    const [keys, kix] = dimensionKeys(c, DIMENSION_COLUMN[d], numKeys);
+    const [keys, kix] = dimensionKeys(c, DIMENSION_COLUMN[d], NUM_KEYS);
     const K = keys.length;
     const stats = new Float64Array(K * STAT_WIDTH);
     for (let i = 0; i < n; i++) stats[kix[i]! * STAT_WIDTH]!++;
@@ -164,8 +163,8 @@ export function encodeAggregates(c: BlockColumns): Uint8Array {
         tCodes[tn++] = k * 1024 + tb[i]!;
       }
     }
-    const [rOff, rEnt] = runLength(rCodes.subarray(0, rn).sort(), K);
-    const [tOff, tEnt] = runLength(tCodes.subarray(0, tn).sort(), K);
+    const [rOff, rEnt] = runLength(sortCodes(rCodes, rn, K), K);
+    const [tOff, tEnt] = runLength(sortCodes(tCodes, tn, K), K);
     const ent = new Uint32Array(rEnt.length + tEnt.length);
     ent.set(rEnt);
     ent.set(tEnt, rEnt.length);
@@ -224,6 +223,9 @@ export function layoutAggregates(parts: DimensionPart[]): Uint8Array {
   }
   return out;
 }
+
+/** Scratch index of small integer keys for dimensionKeys: all -1 between calls. */
+const NUM_KEYS = new Int32Array(65536).fill(-1);
 
 /**
  * Per row, the first row of the block with the same flowId (-1: the row has none): a row that is
@@ -325,6 +327,25 @@ function countConnections(stats: Float64Array, kix: Uint32Array, flowFirst: Int3
     if (f >= 0) sets[kix[i]!]!.add(f);
   }
   for (let k = 0; k < K; k++) stats[k * STAT_WIDTH + 1] = sets[k]!.size;
+}
+
+/**
+ * The first n (key × 1024 + bucket) codes in ascending order: two counting passes (by bucket,
+ * then stably by key), linear where a comparison sort of every dimension's codes was a fifth of
+ * the writer's time.
+ */
+function sortCodes(codes: Uint32Array, n: number, K: number): Uint32Array {
+  const tmp = new Uint32Array(n);
+  const out = new Uint32Array(n);
+  const byBucket = new Uint32Array(1025);
+  for (let i = 0; i < n; i++) byBucket[(codes[i]! & 1023) + 1]!++;
+  for (let b = 0; b < 1024; b++) byBucket[b + 1]! += byBucket[b]!;
+  for (let i = 0; i < n; i++) tmp[byBucket[codes[i]! & 1023]!++] = codes[i]!;
+  const byKey = new Uint32Array(K + 1);
+  for (let i = 0; i < n; i++) byKey[(tmp[i]! >>> 10) + 1]!++;
+  for (let k = 0; k < K; k++) byKey[k + 1]! += byKey[k]!;
+  for (let i = 0; i < n; i++) out[byKey[tmp[i]! >>> 10]!++] = tmp[i]!;
+  return out;
 }
 
 /** Sorted (key × 1024 + bucket) codes to per-key offsets and (bucket << 22 | count) entries. */
