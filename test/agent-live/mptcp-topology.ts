@@ -8,10 +8,12 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
+import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Peer, startPythonPeer } from '../helpers/json-peer.js';
 import type { NetnsHost } from '../helpers/netns.js';
+import { IN_CI } from '../helpers/tools.js';
 
 /** The peer script, from the source tree (tests run from dist/). */
 export const MPTCP_PEER = fileURLToPath(new URL('../../../test/agent-live/mptcp-peer.py', import.meta.url));
@@ -21,6 +23,19 @@ function sh(cmd: string, args: string[], input?: string): string {
   if (r.error) throw r.error;
   if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
   return r.stdout;
+}
+
+/**
+ * The kernel has MPTCP (CONFIG_MPTCP: /proc/sys/net/mptcp); otherwise the test is skipped with a
+ * loud reason (developer machine) or fails (CI). Returns false when it was skipped.
+ */
+export function requireMptcp(t: TestContext): boolean {
+  if (existsSync('/proc/sys/net/mptcp/enabled')) return true;
+  const reason = 'SKIPPED: this kernel has no MPTCP (/proc/sys/net/mptcp)';
+  if (IN_CI) throw new Error(`${reason}; under CI every test must run`);
+  process.stderr.write(`\n*** ${t.name}: ${reason} ***\n`);
+  t.skip(reason);
+  return false;
 }
 
 /** One end: its namespace and its address on each path. */

@@ -39,6 +39,7 @@ import {
   type MptcpHost,
   type MptcpTopology,
   mptcpExt,
+  requireMptcp,
   signal,
   startMptcpPeer,
   withdraw,
@@ -225,7 +226,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
 
   for (const ipv6 of [false, true])
     it(`${ipv6 ? 'IPv6' : 'IPv4'}: a transfer over two subflows: one connection profile with 2 subflows, subflows on distinct paths, bytes as the applications and MPTCP_INFO say`, async (t) => {
-      if (!requireLive(t)) return;
+      if (!requireLive(t) || !requireMptcp(t)) return;
       await scenario(
         async ({ client, server }, peers) => {
           const port = ipv6 ? 6109 : 6101;
@@ -336,7 +337,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
     });
 
   it('pcap replay of a two-subflow transfer captured at the client recognises one MPTCP connection: one flowId, path indexes 1 and 2, the live subflows’ bytes', async (t) => {
-    if (!requireLive(t) || !requireTools(t, 'tcpdump')) return;
+    if (!requireLive(t) || !requireMptcp(t) || !requireTools(t, 'tcpdump')) return;
     const capDir = mkdtempSync(join(tmpdir(), 'kf-mptcp-pcap-'));
     let capture: Awaited<ReturnType<typeof startCapture>> | null = null;
     try {
@@ -418,7 +419,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('one path blackholed mid-transfer: that subflow stalls, the connection reinjects (MPTCP_INFO bytes_retrans, MPTcpExtMPTCPRetrans) and finishes', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
       const port = 6102;
       const total = 24 << 20;
@@ -492,7 +493,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('a subflow the client itself adds (its subflow endpoint) and removes during the connection is reported too', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
       const port = 6110;
       const total = 24 << 20;
@@ -544,7 +545,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('a subflow added after the start (ADD_ADDR) and removed before the end (RM_ADDR) is reported with its path index and its end', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
       const port = 6103;
       const total = 24 << 20;
@@ -615,7 +616,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('the live agent’s recording (--record) of a blackholed two-path transfer replays (events:FILE) into exactly its MPTCP profiles', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     const work = mkdtempSync(join(tmpdir(), 'kf-mptcp-rec-'));
     let own: AgentProcess | null = null;
     try {
@@ -706,7 +707,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('an MPTCP client whose server has no MPTCP falls back to TCP (MPTcpExtMPCapableFallbackSYNACK): one subflow (path 1) with the application’s bytes, and no connection profile', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
       const port = 6106;
       const total = 1 << 20;
@@ -746,7 +747,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('50 concurrent MPTCP connections with joins: each ends FINISHED once, with the bytes its application moved, and no event is lost', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
       const port = 6107;
       const n = 50;
@@ -799,7 +800,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   });
 
   it('an MPTCP connection open before the agent is adopted by the iterator, and a 2 s active timeout gives periodic connection profiles adding up to what was sent after', async (t) => {
-    if (!requireLive(t)) return;
+    if (!requireLive(t) || !requireMptcp(t)) return;
     const work = mkdtempSync(join(tmpdir(), 'kf-mptcp-adopt-'));
     let own: AgentProcess | null = null;
     try {
