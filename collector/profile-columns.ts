@@ -20,16 +20,8 @@ import {
   readUnsigned,
   type Template,
 } from '../ipfix/index.js';
-import { PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from './profile-schema.js';
+import { ADDRESS_FIELDS, PROFILE_COLUMN_SET } from './profile-schema.js';
 import type { TableBuilder } from './store/packed-batch.js';
-
-const PROFILE_COLUMN_SET = new Set<string>([...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS]);
-const ADDRESS_FIELDS: Record<string, 'sourceAddress' | 'destinationAddress'> = {
-  sourceIPv4Address: 'sourceAddress',
-  sourceIPv6Address: 'sourceAddress',
-  destinationIPv4Address: 'destinationAddress',
-  destinationIPv6Address: 'destinationAddress',
-};
 
 /** Reads `count` records of `recordLength` bytes from `start` into a profile table builder. */
 export type ColumnDecoder = (

@@ -4,16 +4,8 @@
  * costs straight-line code instead of a loop over its names with set lookups per field.
  */
 import { type IpfixRecord, type Template, type TemplateField, valueToJson } from '../ipfix/index.js';
-import { PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from './profile-schema.js';
+import { ADDRESS_FIELDS, PROFILE_COLUMN_SET } from './profile-schema.js';
 import type { ProfileRow } from './store/types.js';
-
-const PROFILE_COLUMN_SET = new Set<string>([...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS]);
-const ADDRESS_FIELDS: Record<string, 'sourceAddress' | 'destinationAddress'> = {
-  sourceIPv4Address: 'sourceAddress',
-  sourceIPv6Address: 'sourceAddress',
-  destinationIPv4Address: 'destinationAddress',
-  destinationIPv6Address: 'destinationAddress',
-};
 
 /** Dotted text for an IPv4-mapped IPv6 address, as the API reports IPv4 hosts. */
 function unmap(a: string): string {

@@ -96,3 +96,17 @@ export const FLOW_COLUMNS = [
   'octetDeltaCount',
   'packetDeltaCount',
 ] as const;
+
+/** Every typed profile column. */
+export const PROFILE_COLUMN_SET: ReadonlySet<string> = new Set<string>([
+  ...PROFILE_ID_COLUMNS,
+  ...PROFILE_KPI_COLUMNS,
+]);
+
+/** Address elements and the profile column each fills (IPv4-mapped IPv6 shown as IPv4). */
+export const ADDRESS_FIELDS: Readonly<Record<string, 'sourceAddress' | 'destinationAddress'>> = {
+  sourceIPv4Address: 'sourceAddress',
+  sourceIPv6Address: 'sourceAddress',
+  destinationIPv4Address: 'destinationAddress',
+  destinationIPv6Address: 'destinationAddress',
+};

@@ -658,31 +658,19 @@ export class IpfixDecoder {
       );
     };
     const fits = Math.floor((end - start) / min);
+    // A fixed-length set the caller reads itself (rawSets) is handed over undecoded.
+    let raw: DataSet['raw'];
+    if (t.fixedLength > 0 && fits <= cap && fits > 0 && this.rawSets && !isTypeRecordTemplate(t)) {
+      t.resolve(session.registry);
+      if (this.rawSets(t)) raw = { bytes: b, dv, start, recordLength: min };
+    }
     // Compiling takes time in proportion to the template's fields: only a set that holds a record
     // pays it, so a few data bytes cannot recompile a template of thousands of fields each time
     // an RFC 5610 record changes the registry (fuzz regression template-recompile.bin).
-    if (t.fixedLength > 0 && fits <= cap && fits > 0 && this.rawSets && !isTypeRecordTemplate(t)) {
-      t.resolve(session.registry);
-      if (this.rawSets(t)) {
-        res.dataSets.push({
-          templateId: t.id,
-          template: t,
-          observationDomainId: domain.id,
-          exportTime: header.exportTime,
-          sequenceNumber: header.sequenceNumber,
-          records: [],
-          count: fits,
-          raw: { bytes: b, dv, start, recordLength: min },
-          delayed,
-        });
-        this.stats.records += fits;
-        this.stats.dataSets++;
-        domain.stats.records += fits;
-        return { records: fits, complete: true };
-      }
-    }
-    const decode = Math.min(fits, cap) > 0 ? t.recordDecoder(session.registry) : null;
-    if (t.fixedLength > 0) {
+    const decode = !raw && Math.min(fits, cap) > 0 ? t.recordDecoder(session.registry) : null;
+    if (raw) {
+      // Read by the caller: counted below as `fits` records.
+    } else if (t.fixedLength > 0) {
       let n = fits;
       if (n > cap) {
         n = cap;
@@ -713,7 +701,8 @@ export class IpfixDecoder {
         );
       }
     }
-    if (records.length > 0) {
+    const count = raw ? fits : records.length;
+    if (count > 0) {
       res.dataSets.push({
         templateId: t.id,
         template: t,
@@ -721,15 +710,16 @@ export class IpfixDecoder {
         exportTime: header.exportTime,
         sequenceNumber: header.sequenceNumber,
         records,
-        count: records.length,
+        count,
+        raw,
         delayed,
       });
       if (isTypeRecordTemplate(t)) this.learnElements(res, session, records);
     }
-    this.stats.records += records.length;
+    this.stats.records += count;
     this.stats.dataSets++;
-    domain.stats.records += records.length;
-    return { records: records.length, complete };
+    domain.stats.records += count;
+    return { records: count, complete };
   }
 
   private learnElements(res: DecodeResult, session: Session, records: IpfixRecord[]): void {

@@ -12,7 +12,7 @@
  *   entries: u32 (bucket << 22 | count), ascending buckets per key.
  */
 
-import type { BlockColumns } from './profile-block.js';
+import type { BlockColumns, NumberColumn, ProfileBlock } from './profile-block.js';
 import type { SummaryGroup } from './types.js';
 
 /** Summary dimensions, in the order of the aggregate blob's directory. */
@@ -92,6 +92,54 @@ export function rttColumn(
     out[i] = Number.isNaN(u) ? (milli ? milli[i]! : Number.NaN) : u / 1000;
   }
   return out;
+}
+
+/** The columns of a stored block that a summary adds up. */
+export interface BlockKpis {
+  sums: (NumberColumn | null)[];
+  /** RTT of every row in ms (NaN: none). */
+  rtt: Float64Array;
+  tte: Float64Array | undefined;
+  flow: NumberColumn | null;
+}
+
+/** The KPI columns of a decoded block, for adding its rows one by one. */
+export function blockKpis(b: ProfileBlock): BlockKpis {
+  return {
+    sums: SUM_COLUMNS.map((c) => b.num(c)),
+    rtt: rttColumn(
+      b.num('meanLatencyMicroseconds')?.toFloat64(),
+      b.num('meanLatencyMilliseconds')?.toFloat64(),
+      b.n,
+    ),
+    tte: b.num('timeToEstablishMilliseconds')?.toFloat64(),
+    flow: b.num('flowId'),
+  };
+}
+
+/**
+ * Adds row i of a block to the stats at `o` of `v` (a key's stats layout: profiles, sums, RTT and
+ * time-to-establish count and sum). Returns the row's RTT and time to establish (NaN: none) in
+ * `out`, for the caller's histogram or exact list.
+ */
+export function addRowStats(v: Float64Array, o: number, k: BlockKpis, i: number, out: Float64Array): void {
+  v[o]!++;
+  for (let x = 0; x < k.sums.length; x++) {
+    const c = k.sums[x];
+    if (c?.has(i)) v[o + 2 + x]! += c.num(i);
+  }
+  const r = k.rtt[i]!;
+  if (!Number.isNaN(r)) {
+    v[o + STAT_RTT]!++;
+    v[o + STAT_RTT + 1]! += r;
+  }
+  const e = k.tte ? k.tte[i]! : Number.NaN;
+  if (e > 0) {
+    v[o + STAT_RTT + 2]!++;
+    v[o + STAT_RTT + 3]! += e;
+  }
+  out[0] = r;
+  out[1] = e > 0 ? e : Number.NaN;
 }
 
 const pad8 = (x: number) => (x + 7) & ~7;

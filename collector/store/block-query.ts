@@ -7,16 +7,16 @@ import type Database from 'better-sqlite3';
 import { CollectorError } from '../errors.js';
 import {
   addEntries,
+  addRowStats,
+  blockKpis,
   DIMENSION_COLUMN,
   type DimensionAggregates,
   HIST_BUCKETS,
   histBucket,
   histPercentile,
   readAggregates,
-  rttColumn,
   STAT_RTT,
   STAT_WIDTH,
-  SUM_COLUMNS,
 } from './block-aggregates.js';
 import { ROLLUP_DAY_MS, ROLLUP_MS } from './block-rollups.js';
 import { bloomMayHave } from './flow-bloom.js';
@@ -637,14 +637,8 @@ export class BlockReader {
     const col = DIMENSION_COLUMN[q.groupBy];
     const str = b.str(col);
     const num = str ? null : b.num(col);
-    const sums = SUM_COLUMNS.map((c) => b.num(c));
-    const rtt = rttColumn(
-      b.num('meanLatencyMicroseconds')?.toFloat64(),
-      b.num('meanLatencyMilliseconds')?.toFloat64(),
-      n,
-    );
-    const tte = b.num('timeToEstablishMilliseconds')?.toFloat64();
-    const flow = b.num('flowId');
+    const k = blockKpis(b);
+    const re = new Float64Array(2);
     // Groups of this block by a number: key code (dictionary index, or value) and bucket offset.
     const local = new Map<number, Acc>();
     const bucket0 = bucketMs ? Math.floor(m.tmin / bucketMs) : 0;
@@ -664,31 +658,10 @@ export class BlockReader {
         a = acc(key, bucketMs ? bk * bucketMs : null);
         local.set(lk, a);
       }
-      const v = pool.v;
-      const o = a.slot * STAT_WIDTH;
-      v[o]!++;
-      for (let x = 0; x < sums.length; x++) {
-        const c = sums[x];
-        if (c?.has(i)) v[o + 2 + x]! += c.num(i);
-      }
-      if (flow?.has(i)) {
-        a.flows ??= new Set();
-        a.flows.add(flow.get(i)!);
-      }
-      const r = rtt[i]!;
-      if (!Number.isNaN(r)) {
-        a.rtt ??= [];
-        a.rtt.push(r);
-        v[o + STAT_RTT]!++;
-        v[o + STAT_RTT + 1]! += r;
-      }
-      const e = tte ? tte[i]! : Number.NaN;
-      if (e > 0) {
-        a.tte ??= [];
-        a.tte.push(e);
-        v[o + STAT_RTT + 2]!++;
-        v[o + STAT_RTT + 3]! += e;
-      }
+      addRowStats(pool.v, a.slot * STAT_WIDTH, k, i, re);
+      if (k.flow?.has(i)) (a.flows ??= new Set()).add(k.flow.get(i)!);
+      if (!Number.isNaN(re[0]!)) (a.rtt ??= []).push(re[0]!);
+      if (!Number.isNaN(re[1]!)) (a.tte ??= []).push(re[1]!);
     }
   }
 }

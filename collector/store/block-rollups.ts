@@ -12,16 +12,15 @@
  */
 import type Database from 'better-sqlite3';
 import {
+  addRowStats,
+  blockKpis,
   DIMENSION_COLUMN,
   DIMENSIONS,
   type DimensionPart,
   histBucket,
   layoutAggregates,
   readAggregates,
-  rttColumn,
-  STAT_RTT,
   STAT_WIDTH,
-  SUM_COLUMNS,
 } from './block-aggregates.js';
 import { ProfileBlock } from './profile-block.js';
 
@@ -79,49 +78,23 @@ export class AggregateMerger {
 
   /** Adds the rows of a block that `keep` accepts. */
   addRows(b: ProfileBlock, keep: (i: number) => boolean): void {
-    const n = b.n;
-    const sums = SUM_COLUMNS.map((c) => b.num(c));
-    const rtt = rttColumn(
-      b.num('meanLatencyMicroseconds')?.toFloat64(),
-      b.num('meanLatencyMilliseconds')?.toFloat64(),
-      n,
-    );
-    const tte = b.num('timeToEstablishMilliseconds')?.toFloat64();
-    const flow = b.num('flowId');
+    const k = blockKpis(b);
     const keyCols = DIMENSIONS.map((d) => {
       const c = DIMENSION_COLUMN[d];
       return { str: b.str(c), num: b.num(c) };
     });
-    for (let i = 0; i < n; i++) {
+    const re = new Float64Array(2);
+    for (let i = 0; i < b.n; i++) {
       if (!keep(i)) continue;
       this.n++;
       for (let d = 0; d < DIMENSIONS.length; d++) {
         const kc = keyCols[d]!;
         const key = kc.str ? kc.str.get(i) : kc.num?.has(i) ? kc.num.num(i) : null;
         const a = this.acc(d, key);
-        a.stats[0]!++;
-        for (let x = 0; x < sums.length; x++) {
-          const c = sums[x];
-          if (c?.has(i)) a.stats[2 + x]! += c.num(i);
-        }
-        if (flow?.has(i)) {
-          a.flows ??= new Set();
-          a.flows.add(flow.get(i)!);
-        }
-        const r = rtt[i]!;
-        if (!Number.isNaN(r)) {
-          a.stats[STAT_RTT]!++;
-          a.stats[STAT_RTT + 1]! += r;
-          const h = histBucket(r);
-          a.rtt.set(h, (a.rtt.get(h) ?? 0) + 1);
-        }
-        const e = tte ? tte[i]! : Number.NaN;
-        if (e > 0) {
-          a.stats[STAT_RTT + 2]!++;
-          a.stats[STAT_RTT + 3]! += e;
-          const h = histBucket(e);
-          a.tte.set(h, (a.tte.get(h) ?? 0) + 1);
-        }
+        addRowStats(a.stats, 0, k, i, re);
+        if (k.flow?.has(i)) (a.flows ??= new Set()).add(k.flow.get(i)!);
+        if (!Number.isNaN(re[0]!)) bump(a.rtt, histBucket(re[0]!));
+        if (!Number.isNaN(re[1]!)) bump(a.tte, histBucket(re[1]!));
       }
     }
   }
@@ -156,6 +129,10 @@ export class AggregateMerger {
     });
     return layoutAggregates(parts);
   }
+}
+
+function bump(m: Map<number, number>, bucket: number): void {
+  m.set(bucket, (m.get(bucket) ?? 0) + 1);
 }
 
 function addCounts(m: Map<number, number>, entries: Uint32Array, from: number, to: number): void {
