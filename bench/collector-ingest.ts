@@ -7,6 +7,7 @@
  * rate runs once per layout, one after the other, so the layouts are compared in the same run.
  *
  *   node dist/bench/collector-ingest.js [--rates 50000,100000,...] [--seconds 10] [--layouts rows,blocks]
+ *     [--template flowcorder|agent]
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -23,6 +24,9 @@ const { values } = parseArgs({
     // Long enough that the 32 MiB socket buffers (about 2 s of records) cannot hide a deficit.
     seconds: { type: 'string', default: '10' },
     layouts: { type: 'string', default: 'rows,blocks' },
+    // The profile stream (bench/ipfix-loadgen.ts): flowcorder (21 fields, 2 kept in `extra`) or
+    // agent (the template kpiflow agents send).
+    template: { type: 'string', default: 'flowcorder' },
   },
 });
 type Layout = 'rows' | 'blocks';
@@ -119,6 +123,8 @@ async function step(rate: number, layout: Layout): Promise<StepResult> {
         String(rate),
         '--seconds',
         String(SECONDS),
+        '--template',
+        values.template,
       ],
       { encoding: 'utf8' },
     );
@@ -190,7 +196,7 @@ async function main(): Promise<void> {
     rmemNote = ' (could not raise net.core.rmem_max: not root)';
   }
   process.stdout.write(
-    `Collector ingest benchmark: IPFIX TCP profiles (21 fields) over UDP loopback, ${SECONDS} s per rate, same stream to both receivers\n` +
+    `Collector ingest benchmark: IPFIX TCP profiles (${values.template === 'agent' ? "the agent's template" : '21 Flowcorder-style fields'}) over UDP loopback, ${SECONDS} s per rate, same stream to both receivers\n` +
       `socket buffers ${BUFFER >> 20} MiB${rmemNote}; loss = sent - stored (the profiles each receiver kept)\n\n`,
   );
   const head = [
