@@ -229,9 +229,7 @@ export async function profilesFrom(c: CollectorProcess, address: string): Promis
 /**
  * The profiles of the connection whose local end is `address`:`port`, in order (flowStart, then
  * the store's row id), once its history holds a profile ending in one of `endStates` (polls
- * until then). Read through /api/v1/connections/:flowId when the collector can look the flowId
- * up; it refuses flowIds above 2^53 - 1 (COL_ERR_BAD_QUERY, "store limitation"), about 999 in
- * 1000 of the agent's 63-bit flowIds, so those are gathered from /api/v1/profiles by flowId.
+ * until then), read through /api/v1/connections/:flowId (exact for the agent's 63-bit flowIds).
  */
 export async function connectionProfiles(
   c: CollectorProcess,
@@ -247,16 +245,8 @@ export async function connectionProfiles(
       const all = await profilesFrom(c, address);
       const mine = all.filter((p) => p.sourceTransportPort === port);
       if (!mine.some((p) => endStates.includes(p.endState))) return false;
-      const flowId = mine[0]!.flowId;
-      if (typeof flowId === 'number') {
-        found = (await c.json<{ items: ApiProfile[] }>(`/api/v1/connections/${flowId}`)).items;
-      } else {
-        found = all
-          .filter((p) => String(p.flowId) === String(flowId))
-          .sort(
-            (x, y) => x.flowStartMilliseconds - y.flowStartMilliseconds || Number(x['id']) - Number(y['id']),
-          );
-      }
+      const flowId = String(mine[0]!.flowId);
+      found = (await c.json<{ items: ApiProfile[] }>(`/api/v1/connections/${flowId}`)).items;
       return true;
     },
     timeoutMs,
