@@ -614,7 +614,8 @@ export class BlockReader {
       for (let x = 0; x < STAT_WIDTH; x++) v[ao + x]! += s[o + x]!;
       const ref = src * REF_SHIFT + k;
       if (a.ref < 0) a.ref = ref;
-      else (a.refs ??= []).push(ref);
+      else if (a.refs) a.refs.push(ref);
+      else a.refs = [ref];
     }
   }
 
@@ -659,9 +660,18 @@ export class BlockReader {
         local.set(lk, a);
       }
       addRowStats(pool.v, a.slot * STAT_WIDTH, k, i, re);
-      if (k.flow?.has(i)) (a.flows ??= new Set()).add(k.flow.get(i)!);
-      if (!Number.isNaN(re[0]!)) (a.rtt ??= []).push(re[0]!);
-      if (!Number.isNaN(re[1]!)) (a.tte ??= []).push(re[1]!);
+      if (k.flow?.has(i)) {
+        a.flows ??= new Set();
+        a.flows.add(k.flow.get(i)!);
+      }
+      if (!Number.isNaN(re[0]!)) {
+        a.rtt ??= [];
+        a.rtt.push(re[0]!);
+      }
+      if (!Number.isNaN(re[1]!)) {
+        a.tte ??= [];
+        a.tte.push(re[1]!);
+      }
     }
   }
 }

@@ -92,7 +92,10 @@ export class AggregateMerger {
         const key = kc.str ? kc.str.get(i) : kc.num?.has(i) ? kc.num.num(i) : null;
         const a = this.acc(d, key);
         addRowStats(a.stats, 0, k, i, re);
-        if (k.flow?.has(i)) (a.flows ??= new Set()).add(k.flow.get(i)!);
+        if (k.flow?.has(i)) {
+          a.flows ??= new Set();
+          a.flows.add(k.flow.get(i)!);
+        }
         if (!Number.isNaN(re[0]!)) bump(a.rtt, histBucket(re[0]!));
         if (!Number.isNaN(re[1]!)) bump(a.tte, histBucket(re[1]!));
       }
