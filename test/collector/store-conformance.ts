@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { FlowRow, ProfileRow, Store } from '../../collector/index.js';
+import { tablePackers } from '../../collector/store/packed-batch.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -83,6 +84,38 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
             assert.deepEqual(got[k], v, `row ${i} column ${k}`);
           }
         }
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('stores a batch packed by columns (what ingest writes) as the same rows', async () => {
+      const s = await make();
+      try {
+        const rows = sampleProfiles(40);
+        rows[3]!.flowId = 2n ** 64n - 5n;
+        rows[4]!.transferredOctetTotalCount = 2n ** 62n + 3n;
+        const flows = sampleFlows(7);
+        const packers = tablePackers();
+        await s.insertPacked({
+          profiles: packers.profiles.packRows(rows),
+          flows: packers.flows.packRows(flows),
+          exporters: [],
+        });
+        const page = await s.profiles({}, { limit: 1000, order: 'asc' });
+        assert.equal(page.items.length, 40);
+        for (const [i, r] of rows.entries()) {
+          const got = page.items[i]!;
+          for (const [k, v] of Object.entries(r)) {
+            if (v === null && got[k] === undefined) continue;
+            assert.deepEqual(got[k], v, `row ${i} column ${k}`);
+          }
+        }
+        const f = await s.flows({}, { limit: 100, order: 'asc' });
+        assert.deepEqual(
+          f.items.map((x) => x.fields),
+          flows.map((x) => x.fields),
+        );
       } finally {
         await s.close();
       }
