@@ -101,6 +101,8 @@ const ZERO_MPTCP: Readonly<MptcpCounters> = Object.freeze({
   subflowsCreated: 0,
   subflowsAlive: 0,
   holStalls: 0,
+  reinjectedSegs: 0,
+  outOfOrder: 0,
   unackedBytes: 0,
 });
 

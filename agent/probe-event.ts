@@ -154,6 +154,10 @@ export interface MptcpCounters {
   subflowsAlive: number;
   /** Subflow RTOs while the connection level had data unacknowledged (head-of-line stalls). */
   holStalls: number;
+  /** Segments reinjected by the MPTCP retransmission path (probes, MPTcpExtMPTCPRetrans's). */
+  reinjectedSegs: number;
+  /** Data moved to the connection's out-of-order queue (probes, MPTcpExtOFOQueue's). */
+  outOfOrder: number;
   /** Connection-level bytes not yet acknowledged. */
   unackedBytes: number;
 }
@@ -170,6 +174,8 @@ export function mptcpCounters(ev: ProbeEvent): MptcpCounters {
     subflowsCreated: c.segsOut,
     subflowsAlive: ev.arg1,
     holStalls: ev.ancillary.stalls,
+    reinjectedSegs: c.dataSegsOut,
+    outOfOrder: c.rcvOoopack,
     unackedBytes: c.unackedBytes,
   };
 }

@@ -63,6 +63,9 @@ export const PROGRAM_KPIS: Readonly<Record<string, readonly string[]>> = {
   kf_destroy: ['connectionEnd'],
   kf_iter_tcp: ['snapshots'],
   kf_naive_probe: ['ofoDistance'],
+  kf_mptcp_get_send: ['mptcpReinjectedSegments'],
+  kf_mptcp_frag: ['mptcpReinjectedSegments'],
+  kf_mptcp_data_avail: ['mptcpOutOfOrder'],
 };
 
 /** A KPI this kernel (or this configuration) cannot measure, and why. */
@@ -271,7 +274,7 @@ export function kernelSupport(spec: ProbeSpec, kernel: Btf): KernelSupport {
 /**
  * MPTCP KPIs this kernel cannot give. The connection level's counters come from struct
  * mptcp_sock, read at the subflows' events (no hook on the meta socket itself); what the kernel
- * keeps only per namespace (MPTcpExt) or sees only per packet is never measured.
+ * keeps only per namespace (MPTcpExt) and no MPTCP tracepoint reaches is never measured.
  */
 export function mptcpUnavailable(kernel: Pick<Btf, 'struct' | 'hasMember'>): UnavailableKpi[] {
   const out: UnavailableKpi[] = [];
@@ -288,14 +291,46 @@ export function mptcpUnavailable(kernel: Pick<Btf, 'struct' | 'hasMember'>): Una
   ] as const)
     if (!kernel.hasMember('mptcp_sock', field))
       out.push({ kpi, reason: `struct mptcp_sock has no ${field} here` });
-  const perPacket =
-    'the kernel counts it per namespace only (MPTcpExt); per connection it would take a per-packet hook';
-  out.push(
-    { kpi: 'mptcpReinjectedSegments', reason: perPacket },
-    { kpi: 'mptcpReinjectionsReceived', reason: perPacket },
-    { kpi: 'mptcpOutOfOrder', reason: perPacket },
-  );
+  // Reinjected segments and out-of-order data come from MPTCP-only tracepoints (PROGRAM_KPIS).
+  out.push({
+    kpi: 'mptcpReinjectionsReceived',
+    reason:
+      'the kernel counts it per namespace only (MPTcpExtDuplicateData), in a function no tracepoint reaches',
+  });
   return out;
+}
+
+/**
+ * Where each kernel function of `names` lies in the kernel's text: from its address in
+ * /proc/kallsyms to the next symbol's. Null for one absent, or when the addresses are hidden.
+ */
+export function kernelTextRanges(
+  names: readonly string[],
+  kallsyms = '/proc/kallsyms',
+): ({ lo: bigint; hi: bigint } | null)[] {
+  let text: string;
+  try {
+    text = readFileSync(kallsyms, 'utf8');
+  } catch {
+    return names.map(() => null);
+  }
+  const addrs: bigint[] = [];
+  const found = new Map<string, bigint>();
+  for (const line of text.split('\n')) {
+    const sp = line.indexOf(' ');
+    if (sp <= 0) continue;
+    const a = BigInt(`0x${line.slice(0, sp)}`);
+    addrs.push(a);
+    const sym = line.slice(line.indexOf(' ', sp + 1) + 1);
+    if (names.includes(sym)) found.set(sym, a);
+  }
+  addrs.sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+  return names.map((n) => {
+    const lo = found.get(n);
+    if (!lo) return null;
+    const hi = addrs.find((a) => a > lo);
+    return hi ? { lo, hi } : null;
+  });
 }
 
 /** Options of startLiveProbes. */
@@ -495,6 +530,13 @@ export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
       .filter((p) => p.kind !== 'iter' && (options.perPacket || p.name !== PROBE_NAMES.perPacket))
       .map((p) => p.name);
   const unavailable = [...support.unavailable, ...mptcpUnavailable(kernel)];
+  // Reinjected segments: mptcp_sendmsg_frag called by __mptcp_retrans (see the probes).
+  const [retrans, frag] = kernelTextRanges(['__mptcp_retrans', 'mptcp_sendmsg_frag']);
+  if ((!retrans || !frag) && kernel.struct('mptcp_sock') !== null)
+    unavailable.push({
+      kpi: 'mptcpReinjectedSegments',
+      reason: 'no __mptcp_retrans or mptcp_sendmsg_frag in /proc/kallsyms',
+    });
   if (!wanted.includes(PROBE_NAMES.perPacket)) {
     unavailable.push({ kpi: 'ofoDistance', reason: 'needs the per-packet mode (perPacket), off by default' });
   }
@@ -510,6 +552,10 @@ export function startLiveProbes(options: LiveProbesOptions = {}): LiveProbes {
         kf_netns_filter: options.netns ?? 0,
         kf_state_via_sockops: support.stateViaSockops,
         kf_iter_enable_callbacks: options.enableCallbacksOnOpenSockets ?? true,
+        kf_retrans_lo: retrans?.lo ?? 0n,
+        kf_retrans_hi: retrans?.hi ?? 0n,
+        kf_frag_lo: frag?.lo ?? 0n,
+        kf_frag_hi: frag?.hi ?? 0n,
       },
       skip,
       maxEntries: { [PROBE_NAMES.events]: options.ringBytes ?? 4 << 20 },

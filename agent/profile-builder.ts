@@ -229,6 +229,8 @@ export class ProfileBuilder {
       rcvBufOctetCount: this.fit(b.rcvBuf, U32),
       headOfLineStallCount: this.fit(wrapDelta(b.holStalls, a.holStalls, 32), U32),
       reinjectionOctetOut: this.u64(b.bytesRetrans - a.bytesRetrans),
+      reinjectionPacketOut: this.fit(wrapDelta(b.reinjectedSegs, a.reinjectedSegs, 32), U32),
+      reorderingPacketCount: this.fit(wrapDelta(b.outOfOrder, a.outOfOrder, 32), U32),
     };
     if (this.mptcpPartial) {
       const kept: IpfixRecord = {};

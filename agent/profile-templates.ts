@@ -73,10 +73,10 @@ export interface ProfileFieldOptions {
 /**
  * KPIs of an MPTCP connection (the meta socket, template 47563), in template order: the
  * connection level's own counters (struct mptcp_sock) and what the agent sums over its subflows.
- * Reinjections received (reinjectionOctetIn, reinjectionPacketIn), reinjected segments
- * (reinjectionPacketOut) and out-of-order at connection level have no per-connection counter in
- * the kernel and no hook here that is not per packet: they are not in the template (never sent
- * as zeros). docs/agent.md defines each field.
+ * Reinjected segments (reinjectionPacketOut) and out-of-order at connection level
+ * (reorderingPacketCount) come from MPTCP-only per-segment tracepoints. Reinjections received
+ * (reinjectionOctetIn, reinjectionPacketIn) have no per-connection counter or hook: they are not
+ * in the template (never sent as zeros). docs/agent.md defines each field.
  */
 export const MPTCP_META_KPI_FIELDS: readonly KpiField[] = [
   { name: 'transferredOctetTotalCount', needs: ['bytesAcked'] },
@@ -87,6 +87,8 @@ export const MPTCP_META_KPI_FIELDS: readonly KpiField[] = [
   { name: 'rcvBufOctetCount', needs: [] },
   { name: 'headOfLineStallCount', needs: [] },
   { name: 'reinjectionOctetOut', needs: ['bytesRetrans'] },
+  { name: 'reinjectionPacketOut', needs: [] },
+  { name: 'reorderingPacketCount', needs: [] },
 ];
 
 /** What a subflow profile adds to the TCP KPIs (template 47564). */

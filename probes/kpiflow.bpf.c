@@ -99,7 +99,13 @@ struct {
  */
 struct kf_msk_state {
 	__u32 hol_stalls;
+	/* Segments reinjected by the MPTCP retransmission path (MPTcpExtMPTCPRetrans's). */
+	__u32 reinj_segs;
+	/* Data moved to the connection's out-of-order queue (MPTcpExtOFOQueue's). */
+	__u32 ofo_segs;
 	__u32 _pad;
+	/* The data sequence number last judged, per subflow (id & 3): judge each one once. */
+	__u64 ofo_seen[4];
 };
 
 struct {
@@ -108,6 +114,33 @@ struct {
 	__type(key, __u64);
 	__type(value, struct kf_msk_state);
 } kf_msk SEC(".maps");
+
+/*
+ * The MPTCP connection a task last scheduled data for (mptcp_subflow_get_send), as an address:
+ * the reinjection hook names no socket. Only a hint: checked against the segment's data
+ * sequence number before use. Freed with the task.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} kf_task_msk SEC(".maps");
+
+/* The MPTCP worker (retransmission timer's work), to recognise it on a kworker. */
+extern const void mptcp_worker __ksym __weak;
+
+/*
+ * Where __mptcp_retrans (the MPTCP retransmission path, static) lies in the kernel's text, from
+ * /proc/kallsyms: its calls to mptcp_sendmsg_frag are the reinjections MPTcpExtMPTCPRetrans
+ * counts (the direct calls only: it also pushes data through subflows it releases).
+ * 0: unknown, reinjected segments are not counted.
+ */
+const volatile __u64 kf_retrans_lo = 0;
+const volatile __u64 kf_retrans_hi = 0;
+/* Where mptcp_sendmsg_frag lies: the frame after its own is its caller. */
+const volatile __u64 kf_frag_lo = 0;
+const volatile __u64 kf_frag_hi = 0;
 
 /* The MPTCP connection snapshot the iterator writes after a subflow's (not on its stack). */
 struct {
@@ -392,8 +425,11 @@ static __always_inline bool kf_fill_mptcp(struct kf_event *e, const struct sock 
 	nxt = BPF_CORE_READ(msk, snd_nxt);
 	e->counters.unacked_bytes = nxt - una > 0xffffffff ? 0xffffffff : nxt - una;
 	ms = bpf_map_lookup_elem(&kf_msk, &r->key);
-	if (ms)
+	if (ms) {
 		e->anc.stalls = ms->hol_stalls;
+		e->counters.data_segs_out = ms->reinj_segs;
+		e->counters.rcv_ooopack = ms->ofo_segs;
+	}
 	return true;
 }
 
@@ -416,6 +452,19 @@ static __always_inline void kf_emit_mptcp(const struct sock *ssk, const struct k
 	kf_stat_add(KF_STAT_EVENTS, 1);
 }
 
+/* The probes' state of an MPTCP connection, created on first use (NULL: map full of live ones). */
+static __always_inline struct kf_msk_state *kf_msk_state_of(const struct mptcp_sock *msk)
+{
+	struct kf_msk_state init = {}, *ms;
+	__u64 key = BPF_CORE_READ(msk, local_key);
+
+	ms = bpf_map_lookup_elem(&kf_msk, &key);
+	if (ms)
+		return ms;
+	bpf_map_update_elem(&kf_msk, &key, &init, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&kf_msk, &key);
+}
+
 /*
  * A subflow RTO with data outstanding: when its connection also has data unacknowledged at the
  * connection level, in-order delivery waits behind this subflow (until the data is reinjected
@@ -426,23 +475,16 @@ static __always_inline void kf_mptcp_rto(const struct sock *ssk)
 {
 	const struct tcp_sock *tp = (const void *)ssk;
 	const struct mptcp_sock *msk;
-	struct kf_msk_state init = {}, *ms;
-	__u64 key;
+	struct kf_msk_state *ms;
 
 	if (!bpf_core_field_exists(tp->is_mptcp) || !BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp))
 		return;
 	msk = kf_msk_of(ssk);
 	if (!msk || BPF_CORE_READ(msk, snd_una) == BPF_CORE_READ(msk, snd_nxt))
 		return;
-	key = BPF_CORE_READ(msk, local_key);
-	ms = bpf_map_lookup_elem(&kf_msk, &key);
-	if (!ms) {
-		bpf_map_update_elem(&kf_msk, &key, &init, BPF_NOEXIST);
-		ms = bpf_map_lookup_elem(&kf_msk, &key);
-		if (!ms)
-			return;
-	}
-	__sync_fetch_and_add(&ms->hol_stalls, 1);
+	ms = kf_msk_state_of(msk);
+	if (ms)
+		__sync_fetch_and_add(&ms->hol_stalls, 1);
 }
 
 /* Reserves, fills and submits one event; a full ring is counted, never waited for. */
@@ -872,5 +914,153 @@ int BPF_PROG(kf_naive_probe, struct sock *sk, const struct sk_buff *skb)
 	__sync_fetch_and_add(&st->anc.ofo_dist_count, 1);
 	__sync_fetch_and_add(&st->anc.ofo_dist_sum, dist);
 	__sync_fetch_and_add(&st->anc.ofo_dist_sumsq, (__u64)dist * dist);
+	return 0;
+}
+
+/*
+ * MPTCP connection level, per segment but for MPTCP only: these tracepoints exist in the MPTCP
+ * code alone, so plain TCP never runs them. Each program only adds to its connection's entry
+ * of kf_msk; the counts travel in the connection's next event.
+ */
+
+/* Remembers the connection this task schedules data for: the hint kf_mptcp_frag checks. */
+SEC("tp_btf/mptcp_subflow_get_send")
+int BPF_PROG(kf_mptcp_get_send, struct mptcp_subflow_context *subflow)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 *slot;
+
+	slot = bpf_task_storage_get(&kf_task_msk, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (slot)
+		*slot = (__u64)BPF_CORE_READ(subflow, conn);
+	return 0;
+}
+
+/*
+ * The connection whose data the current task is sending: on a kworker running mptcp_worker
+ * (the retransmission timer's work) its work item's connection; otherwise the one this task
+ * last scheduled for.
+ */
+static __always_inline const struct mptcp_sock *kf_sending_msk(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct worker *w;
+	__u64 *slot;
+
+	/* A kworker's worker_private is its struct kthread, whose data is its struct worker. */
+	if ((task->flags & 0x20 /* PF_WQ_WORKER */) && &mptcp_worker) {
+		w = (const void *)BPF_CORE_READ((struct kthread *)task->worker_private, data);
+		if (w && (const void *)BPF_CORE_READ(w, current_func) == &mptcp_worker)
+			return (const void *)BPF_CORE_READ(w, current_work) -
+			       bpf_core_field_offset(struct mptcp_sock, work);
+	}
+	slot = bpf_task_storage_get(&kf_task_msk, task, 0, 0);
+	return slot ? (const void *)*slot : NULL;
+}
+
+/* Frames searched for mptcp_sendmsg_frag's: the tracing machinery's come first. */
+#define KF_STACK_DEPTH 8
+
+/*
+ * One data mapping handed to a subflow (mptcp_sendmsg_frag). A mapping that ends at or below
+ * the connection's snd_nxt carries data sent before (new data always ends beyond it: snd_nxt
+ * moves after the call). Among those, the calls made by __mptcp_retrans are the reinjections
+ * MPTcpExtMPTCPRetrans counts (one per call); re-sends after a subflow went stale or closed
+ * (recovery, through the ordinary push) are not, for the kernel either. Only re-sent data pays
+ * for the stack walk that tells the two apart.
+ */
+SEC("tp_btf/mptcp_sendmsg_frag")
+int BPF_PROG(kf_mptcp_frag, struct mptcp_ext *mpext)
+{
+	const struct mptcp_sock *msk;
+	__u64 seq, end, stack[KF_STACK_DEPTH];
+	struct kf_msk_state *ms;
+	bool found = false;
+	long n;
+	int i;
+
+	if (!kf_retrans_lo || !kf_frag_lo)
+		return 0;
+	msk = kf_sending_msk();
+	if (!msk)
+		return 0;
+	seq = BPF_CORE_READ(mpext, data_seq);
+	end = seq + BPF_CORE_READ(mpext, data_len);
+	/* A stale hint (another connection) fails this with 64-bit random sequence spaces. */
+	if ((__s64)(seq - BPF_CORE_READ(msk, snd_una)) < 0 ||
+	    (__s64)(end - BPF_CORE_READ(msk, write_seq)) > 0)
+		return 0;
+	if ((__s64)(end - BPF_CORE_READ(msk, snd_nxt)) > 0 || !kf_netns_ok((const void *)msk))
+		return 0;
+	/* Data sent before: from the retransmission path, or re-sent in recovery (not counted). */
+	n = bpf_get_stack(ctx, stack, sizeof(stack), 0);
+	if (n <= 0)
+		return 0;
+	n /= sizeof(stack[0]);
+	for (i = 0; i + 1 < KF_STACK_DEPTH; i++) {
+		if (i + 1 >= n)
+			return 0;
+		if (stack[i] >= kf_frag_lo && stack[i] < kf_frag_hi) {
+			found = stack[i + 1] >= kf_retrans_lo && stack[i + 1] < kf_retrans_hi;
+			break;
+		}
+	}
+	if (!found)
+		return 0;
+	ms = kf_msk_state_of(msk);
+	if (ms)
+		__sync_fetch_and_add(&ms->reinj_segs, 1);
+	return 0;
+}
+
+/*
+ * A subflow has data for its connection (status 0, MAPPING_OK): skb is the head of its
+ * receive queue. Its data sequence number (the mapping's, plus what the subflow already moved)
+ * beyond the connection's ack_seq goes to the connection's out-of-order queue, as
+ * __mptcp_move_skb decides; within the receive window, else it is dropped (NODSSWINDOW).
+ */
+SEC("tp_btf/subflow_check_data_avail")
+int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
+{
+	const struct mptcp_subflow_context *sf;
+	const struct mptcp_sock *msk;
+	const struct tcp_sock *tp;
+	const struct sock *ssk;
+	struct kf_msk_state *ms;
+	__u64 dsn, ack, wnd;
+	__u32 copied, off, len, slot;
+
+	if (status != 0 || !skb)
+		return 0;
+	ssk = BPF_CORE_READ(skb, sk);
+	if (!ssk || !kf_netns_ok(ssk))
+		return 0;
+	tp = (const void *)ssk;
+	sf = (const void *)BPF_CORE_READ((const struct inet_connection_sock *)ssk, icsk_ulp_data);
+	if (!sf)
+		return 0;
+	msk = (const void *)BPF_CORE_READ(sf, conn);
+	if (!msk)
+		return 0;
+	copied = BPF_CORE_READ(tp, copied_seq);
+	dsn = BPF_CORE_READ(sf, map_seq) +
+	      (__u32)(copied - BPF_CORE_READ(sf, ssn_offset) - BPF_CORE_READ(sf, map_subflow_seq));
+	ack = BPF_CORE_READ(msk, ack_seq);
+	if ((__s64)(dsn - ack) <= 0)
+		return 0;
+	off = copied - BPF_CORE_READ((const struct tcp_skb_cb *)skb->cb, seq);
+	len = BPF_CORE_READ(skb, len);
+	wnd = BPF_CORE_READ(msk, rcv_wnd_sent.counter);
+	if (off >= len || (__s64)(dsn + (len - off) - wnd) > 0)
+		return 0;
+	ms = kf_msk_state_of(msk);
+	if (!ms)
+		return 0;
+	/* The same head is checked again until it moves: count it once. */
+	slot = BPF_CORE_READ(sf, subflow_id) & 3;
+	if (ms->ofo_seen[slot] == dsn)
+		return 0;
+	ms->ofo_seen[slot] = dsn;
+	__sync_fetch_and_add(&ms->ofo_segs, 1);
 	return 0;
 }

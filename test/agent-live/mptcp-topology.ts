@@ -58,9 +58,10 @@ export interface MptcpTopology {
 let nextBlock = 32 + (process.pid % 16);
 
 /** Builds the topology (no MPTCP endpoint yet: see `signal`); IPv6 paths with `ipv6`. */
-export function createMptcpTopology(options: { ipv6?: boolean } = {}): MptcpTopology {
+export function createMptcpTopology(options: { ipv6?: boolean; prefix?: string } = {}): MptcpTopology {
   const id = `${process.pid.toString(36)}${randomBytes(2).toString('hex')}`.slice(-7);
-  const names = [`kf-mp-${id}-a`, `kf-mp-${id}-b`] as const;
+  const nsPrefix = options.prefix ?? 'kf-mp';
+  const names = [`${nsPrefix}-${id}-a`, `${nsPrefix}-${id}-b`] as const;
   const n = nextBlock++ % 63;
   const block = n * 4;
   const v6 = options.ipv6 ?? false;

@@ -212,7 +212,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
   /** Runs `fn` with a fresh two-path topology and the peers it starts, all removed afterwards. */
   async function scenario(
     fn: (topo: MptcpTopology, peers: Peer[]) => Promise<void>,
-    options: { ipv6?: boolean } = {},
+    options: { ipv6?: boolean; prefix?: string } = {},
   ): Promise<void> {
     const topo = createMptcpTopology(options);
     const peers: Peer[] = [];
@@ -420,76 +420,92 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
 
   it('one path blackholed mid-transfer: that subflow stalls, the connection reinjects (MPTCP_INFO bytes_retrans, MPTcpExtMPTCPRetrans) and finishes', async (t) => {
     if (!requireLive(t) || !requireMptcp(t)) return;
-    await scenario(async ({ client, server }, peers) => {
-      const port = 6102;
-      const total = 24 << 20;
-      signal(server);
-      const reinjectedBefore = mptcpExt(client, 'MPTCPRetrans');
-      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-      peers.push(srv);
-      await srv.phase('listening');
-      const cli = startMptcpPeer(client, [
-        'client',
-        server.addr1,
-        port,
-        total,
-        1000,
-        '--chunk',
-        65536,
-        '--interval',
-        10,
-      ]);
-      peers.push(cli);
-      const connected = await phase(cli, 'connected');
-      const cport = Number(connected['local_port']);
-      // Path 1 (the scheduler's favourite: lowest RTT) goes dark for 2.5 s mid-transfer.
-      await sleep(800);
-      nftAdd(server, 'kfmpbh', 'input', `ip saddr ${client.addr1} drop`);
-      await sleep(2500);
-      nftDelete(server, 'kfmpbh');
-      const done = await phase(cli, 'done', 90_000);
-      cli.release();
-      await cli.phase('closed');
-      const sdone = await phase(srv, 'done');
-      const reinjectedSegments = mptcpExt(client, 'MPTCPRetrans') - reinjectedBefore;
+    await scenario(
+      async ({ client, server }, peers) => {
+        const port = 6102;
+        const total = 24 << 20;
+        signal(server);
+        const reinjectedBefore = mptcpExt(client, 'MPTCPRetrans');
+        const ofoBefore = mptcpExt(server, 'OFOQueue');
+        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+        peers.push(srv);
+        await srv.phase('listening');
+        const cli = startMptcpPeer(client, [
+          'client',
+          server.addr1,
+          port,
+          total,
+          1000,
+          '--chunk',
+          65536,
+          '--interval',
+          10,
+        ]);
+        peers.push(cli);
+        const connected = await phase(cli, 'connected');
+        const cport = Number(connected['local_port']);
+        // Path 1 (the scheduler's favourite: lowest RTT) goes dark for 2.5 s mid-transfer.
+        await sleep(800);
+        nftAdd(server, 'kfmpbh', 'input', `ip saddr ${client.addr1} drop`);
+        await sleep(2500);
+        nftDelete(server, 'kfmpbh');
+        const done = await phase(cli, 'done', 90_000);
+        cli.release();
+        await cli.phase('closed');
+        const sdone = await phase(srv, 'done');
+        const reinjectedSegments = mptcpExt(client, 'MPTCPRetrans') - reinjectedBefore;
+        // The server's namespace holds this one connection: its counter is the connection's.
+        const outOfOrder = mptcpExt(server, 'OFOQueue') - ofoBefore;
 
-      assert.equal(done['sent'], total);
-      assert.equal(sdone['received'], total, 'the connection delivered everything');
-      const bytesRetrans = Number(done.mptcp['bytes_retrans']);
-      assert.ok(bytesRetrans > 0, 'the kernel reinjected at connection level');
-      assert.ok(reinjectedSegments > 0, 'MPTcpExtMPTCPRetrans counted the reinjected segments');
+        assert.equal(done['sent'], total);
+        assert.equal(sdone['received'], total, 'the connection delivered everything');
+        const bytesRetrans = Number(done.mptcp['bytes_retrans']);
+        assert.ok(bytesRetrans > 0, 'the kernel reinjected at connection level');
+        assert.ok(reinjectedSegments > 0, 'MPTcpExtMPTCPRetrans counted the reinjected segments');
 
-      const cp = await mptcpProfiles(collector!, client, cport, 2);
-      const stalled = cp.subflows.get(1)!;
-      const k1 = subflowAt(done, stalled[0]!.sourceTransportPort);
-      // The blackholed subflow: its RTOs are its stalls, as its TCP_INFO counts them.
-      assert.ok(Number(k1['total_rto']) >= 1);
-      assert.equal(sum(stalled, 'stallCount'), k1['total_rto']);
-      assert.ok(transitions(stalled).includes('ESTABLISHED>UPDATE'), transitions(stalled).join());
-      assert.equal(stalled.at(-1)!.endState, 'FINISHED');
-      // The connection: a head-of-line stall opened UPDATE; the reinjected bytes are the kernel's.
-      assert.ok(transitions(cp.meta).includes('ESTABLISHED>UPDATE'), transitions(cp.meta).join());
-      assert.ok(sum(cp.meta, 'headOfLineStallCount') >= 1);
-      assert.ok(sum(cp.meta, 'headOfLineStallCount') <= Number(k1['total_rto']));
-      assert.equal(sum(cp.meta, 'reinjectionOctetOut'), bytesRetrans);
-      assert.equal(sum(cp.meta, 'stallCount'), k1['total_rto']);
-      assert.equal(
-        sum(cp.meta, 'retransmittedPacketTotalCount'),
-        done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
-      );
-      assert.equal(cp.meta.at(-1)!.endState, 'FINISHED');
-      assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
-      // The windows tile the connection.
-      for (let i = 1; i < cp.meta.length; i++) {
-        assert.equal(cp.meta[i]!.flowStartMilliseconds, cp.meta[i - 1]!.flowEndMilliseconds);
-        assert.equal(cp.meta[i]!.startState, cp.meta[i - 1]!.endState);
-      }
-      process.stderr.write(
-        `mptcp blackhole: reinjected ${bytesRetrans} B in ${reinjectedSegments} segments (MPTcpExt), ` +
-          `HoL stalls ${sum(cp.meta, 'headOfLineStallCount')}, path-1 RTOs ${k1['total_rto']}, ` +
-          `meta ${transitions(cp.meta).join(' ')}\n`,
-      );
-    });
+        const cp = await mptcpProfiles(collector!, client, cport, 2);
+        const stalled = cp.subflows.get(1)!;
+        const k1 = subflowAt(done, stalled[0]!.sourceTransportPort);
+        // The blackholed subflow: its RTOs are its stalls, as its TCP_INFO counts them.
+        assert.ok(Number(k1['total_rto']) >= 1);
+        assert.equal(sum(stalled, 'stallCount'), k1['total_rto']);
+        assert.ok(transitions(stalled).includes('ESTABLISHED>UPDATE'), transitions(stalled).join());
+        assert.equal(stalled.at(-1)!.endState, 'FINISHED');
+        // The connection: a head-of-line stall opened UPDATE; the reinjected bytes are the kernel's.
+        assert.ok(transitions(cp.meta).includes('ESTABLISHED>UPDATE'), transitions(cp.meta).join());
+        assert.ok(sum(cp.meta, 'headOfLineStallCount') >= 1);
+        assert.ok(sum(cp.meta, 'headOfLineStallCount') <= Number(k1['total_rto']));
+        assert.equal(sum(cp.meta, 'reinjectionOctetOut'), bytesRetrans);
+        // Reinjected segments: the client's namespace counted them for its one connection.
+        assert.equal(sum(cp.meta, 'reinjectionPacketOut'), reinjectedSegments);
+        assert.equal(sum(cp.meta, 'stallCount'), k1['total_rto']);
+        assert.equal(
+          sum(cp.meta, 'retransmittedPacketTotalCount'),
+          done.subflows.reduce((n, s) => n + Number(s['total_retrans']), 0),
+        );
+        assert.equal(cp.meta.at(-1)!.endState, 'FINISHED');
+        assert.equal(sum(cp.meta, 'transferredOctetTotalCount'), total);
+        // The windows tile the connection.
+        for (let i = 1; i < cp.meta.length; i++) {
+          assert.equal(cp.meta[i]!.flowStartMilliseconds, cp.meta[i - 1]!.flowEndMilliseconds);
+          assert.equal(cp.meta[i]!.startState, cp.meta[i - 1]!.endState);
+        }
+        // The receiving end: data that came ahead of the connection-level sequence while path 1
+        // was dark went to its out-of-order queue, as its namespace's MPTcpExtOFOQueue counted.
+        const sp = await mptcpProfiles(collector!, server, port, 2);
+        assert.ok(outOfOrder > 0, 'the server queued data out of order at connection level');
+        assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
+        assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
+        process.stderr.write(
+          `mptcp blackhole: reinjected ${bytesRetrans} B in ${reinjectedSegments} segments (MPTcpExt), ` +
+            `agent ${sum(cp.meta, 'reinjectionPacketOut')}; server OFO ${outOfOrder} (MPTcpExt), ` +
+            `agent ${sum(sp.meta, 'reorderingPacketCount')}; ` +
+            `HoL stalls ${sum(cp.meta, 'headOfLineStallCount')}, path-1 RTOs ${k1['total_rto']}, ` +
+            `meta ${transitions(cp.meta).join(' ')}\n`,
+        );
+      },
+      { prefix: 'kf-mp2' },
+    );
   });
 
   it('a subflow the client itself adds (its subflow endpoint) and removes during the connection is reported too', async (t) => {

@@ -155,6 +155,9 @@ describe('ProbeSpec', () => {
       kf_destroy: 'tp_btf:tcp_destroy_sock',
       kf_iter_tcp: 'iter:tcp',
       kf_naive_probe: 'tp_btf:tcp_probe',
+      kf_mptcp_get_send: 'tp_btf:mptcp_subflow_get_send',
+      kf_mptcp_frag: 'tp_btf:mptcp_sendmsg_frag',
+      kf_mptcp_data_avail: 'tp_btf:subflow_check_data_avail',
     });
     assert.deepEqual([...spec.maps].sort(), [
       'kf_events',
@@ -164,11 +167,14 @@ describe('ProbeSpec', () => {
       'kf_sk',
       'kf_stats',
       'kf_syn_rx',
+      'kf_task_msk',
     ]);
     const knobs = Object.fromEntries(spec.knobs.map((k) => [k.name, k.size]));
     assert.equal(knobs['kf_netns_filter'], 4);
     assert.equal(knobs['kf_state_via_sockops'], 1);
     assert.equal(knobs['kf_iter_enable_callbacks'], 1);
+    assert.equal(knobs['kf_retrans_lo'], 8);
+    assert.equal(knobs['kf_frag_hi'], 8);
   });
 
   it('writes knob values little-endian at their .rodata offsets, refusing unknown names and overflow', (t) => {
