@@ -106,6 +106,8 @@ struct kf_msk_state {
 	__u32 _pad;
 	/* The data sequence number last judged, per subflow (id & 3): judge each one once. */
 	__u64 ofo_seen[4];
+	/* Per subflow, data judged when it moves (0: none), see kf_mptcp_data_avail. */
+	__u64 ofo_pending[4];
 };
 
 struct {
@@ -1027,7 +1029,7 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	const struct tcp_sock *tp;
 	const struct sock *ssk;
 	struct kf_msk_state *ms;
-	__u64 dsn, ack, wnd;
+	__u64 dsn, ack, wnd, key;
 	__u32 copied, off, len, slot;
 
 	if (status != 0 || !skb)
@@ -1046,6 +1048,19 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	dsn = BPF_CORE_READ(sf, map_seq) +
 	      (__u32)(copied - BPF_CORE_READ(sf, ssn_offset) - BPF_CORE_READ(sf, map_subflow_seq));
 	ack = BPF_CORE_READ(msk, ack_seq);
+	slot = BPF_CORE_READ(sf, subflow_id) & 3;
+	key = BPF_CORE_READ(msk, local_key);
+	ms = bpf_map_lookup_elem(&kf_msk, &key);
+	/*
+	 * A judgement left pending (below) is made once the head moved on: right after the move,
+	 * in the loop that moves this subflow's data, ack_seq has passed it unless it went out of
+	 * order (the out-of-order queue is merged after that loop).
+	 */
+	if (ms && ms->ofo_pending[slot] && ms->ofo_pending[slot] != dsn) {
+		if ((__s64)(ms->ofo_pending[slot] - ack) > 0)
+			__sync_fetch_and_add(&ms->ofo_segs, 1);
+		ms->ofo_pending[slot] = 0;
+	}
 	if ((__s64)(dsn - ack) <= 0)
 		return 0;
 	off = copied - BPF_CORE_READ((const struct tcp_skb_cb *)skb->cb, seq);
@@ -1053,14 +1068,22 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	wnd = BPF_CORE_READ(msk, rcv_wnd_sent.counter);
 	if (off >= len || (__s64)(dsn + (len - off) - wnd) > 0)
 		return 0;
-	ms = kf_msk_state_of(msk);
+	if (!ms)
+		ms = kf_msk_state_of(msk);
 	if (!ms)
 		return 0;
-	/* The same head is checked again until it moves: count it once. */
-	slot = BPF_CORE_READ(sf, subflow_id) & 3;
+	/* The same head is checked again until it moves: judge it once. */
 	if (ms->ofo_seen[slot] == dsn)
 		return 0;
 	ms->ofo_seen[slot] = dsn;
+	/*
+	 * The application holds the connection's socket: the kernel moves this data when it
+	 * releases it, by then other subflows' data may have filled the gap. Judge it then.
+	 */
+	if (BPF_CORE_READ(msk, sk.icsk_inet.sk.sk_lock.owned)) {
+		ms->ofo_pending[slot] = dsn;
+		return 0;
+	}
 	__sync_fetch_and_add(&ms->ofo_segs, 1);
 	return 0;
 }
