@@ -1,19 +1,73 @@
 /**
- * `kpiflow demo`, for now: the IPFIX codec end to end. It encodes Flowcorder-style TCP profiles
- * with kpiflow's enterprise elements, writes them as an RFC 5655 file, decodes them back, and
- * decodes a third-party capture. Later issues replace this with live agent + collector.
+ * `kpiflow demo`: the collector and the live agent with case-study traffic between namespaces
+ * (demo/run.ts). `kpiflow demo codec`: the IPFIX codec end to end: it encodes Flowcorder-style TCP
+ * profiles with kpiflow's enterprise elements, writes them as an RFC 5655 file, decodes them back,
+ * and decodes a third-party capture.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable, Writable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { runDemo as runLiveDemo } from '../demo/run.js';
 import { dumpIpfix, IpfixDecoder, IpfixEncoder } from '../ipfix/index.js';
 
-/** Runs the demo; returns the exit code. */
-export async function runDemo(): Promise<number> {
+const DEMO_USAGE = `usage: kpiflow demo [--seconds N] [--api-port P] [--exit] [--summary-json FILE] [--dir DIR] [--replay]
+       kpiflow demo codec
+  --seconds N          seconds of traffic (default 60)
+  --api-port P         the collector's API on 127.0.0.1:P (default 9739)
+  --exit               exit after the summary (default: serve the API until Ctrl-C)
+  --summary-json FILE  also write the summary as JSON
+  --dir DIR            keep the demo database in DIR (default: a temporary directory, removed)
+  --replay             replay the bundled recordings even when the live agent could run
+`;
+
+/** `kpiflow demo [codec] ...`; returns the exit code. */
+export async function runDemo(args: string[]): Promise<number> {
+  if (args[0] === 'codec') return runCodecDemo();
+  const { values } = parseArgs({
+    args,
+    options: {
+      seconds: { type: 'string', default: '60' },
+      'api-port': { type: 'string', default: '9739' },
+      exit: { type: 'boolean', default: false },
+      'summary-json': { type: 'string' },
+      dir: { type: 'string' },
+      replay: { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(DEMO_USAGE);
+    return 0;
+  }
+  const seconds = Number(values.seconds);
+  if (!Number.isFinite(seconds) || seconds < 1 || seconds > 86_400) {
+    process.stderr.write(
+      `kpiflow demo: --seconds ${values.seconds} is not a number of seconds from 1 to 86400\n`,
+    );
+    return 2;
+  }
+  const apiPort = Number(values['api-port']);
+  if (!Number.isInteger(apiPort) || apiPort < 1 || apiPort > 65535) {
+    process.stderr.write(`kpiflow demo: --api-port ${values['api-port']} is not a port (1-65535)\n`);
+    return 2;
+  }
+  return runLiveDemo({
+    seconds,
+    apiPort,
+    exit: values.exit,
+    summaryJson: values['summary-json'] ?? null,
+    dir: values.dir ?? null,
+    replay: values.replay,
+  });
+}
+
+/** The codec demo; returns the exit code. */
+async function runCodecDemo(): Promise<number> {
   const out = (s: string) => process.stdout.write(`${s}\n`);
-  out('kpiflow demo: the IPFIX codec (the agent and collector arrive with later issues)\n');
+  out('kpiflow demo codec: the IPFIX codec end to end\n');
   const enc = new IpfixEncoder({ observationDomainId: 1 });
   enc.defineTemplate(47561, [
     'flowId',

@@ -15,8 +15,9 @@ const USAGE = `usage: kpiflow <command> [options]
 commands:
   ipfix dump FILE|- [--templates]   decode an IPFIX file (RFC 5655) or stdin to NDJSON
   collect [options]                 receive IPFIX, store it, serve the HTTP API (see README)
-  demo                              show kpiflow working on this machine
-  agent                             (not built yet: see the project's issues)
+  agent [options]                   the agent: live eBPF probes, or replay of events or pcap files (see README)
+  demo [options]                    collector, agent and case-study traffic on this machine (demo --help)
+  demo codec                        the IPFIX codec end to end
 `;
 
 /** Raised for bad usage; exits with code 2. */
@@ -63,7 +64,7 @@ async function main(argv: string[]): Promise<number> {
       throw new UsageError(`ipfix: unknown subcommand ${sub ?? '(none)'}; try: kpiflow ipfix dump FILE`);
     }
     case 'demo':
-      return runDemo();
+      return runDemo(rest);
     case 'collect':
       return runCollect(rest);
     case 'agent':

@@ -78,9 +78,9 @@ describe('kpiflow ipfix dump', () => {
   });
 });
 
-describe('kpiflow demo', () => {
+describe('kpiflow demo codec', () => {
   it('encodes profiles, decodes them back and through ipfixDump, and decodes a third-party capture', () => {
-    const r = kpiflow(['demo']);
+    const r = kpiflow(['demo', 'codec']);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /decoded back: 306 records, of which 6 RFC 5610 type records/);
     assert.match(r.stdout, /\(65534\/8\)\s+stallCount : 0/, 'ipfixDump names our enterprise element');
