@@ -13,14 +13,15 @@ import { parseArgs } from 'node:util';
 import { runDemo as runLiveDemo } from '../demo/run.js';
 import { dumpIpfix, IpfixDecoder, IpfixEncoder } from '../ipfix/index.js';
 
-const DEMO_USAGE = `usage: kpiflow demo [--seconds N] [--api-port P] [--exit] [--summary-json FILE] [--dir DIR] [--replay]
+const DEMO_USAGE = `usage: kpiflow demo [--seconds N] [--api-port P] [--exit] [--summary-json FILE] [--dir DIR] [--replay] [--record FILE]
        kpiflow demo codec
   --seconds N          seconds of traffic (default 60)
   --api-port P         the collector's API on 127.0.0.1:P (default 9739)
   --exit               exit after the summary (default: serve the API until Ctrl-C)
   --summary-json FILE  also write the summary as JSON
   --dir DIR            keep the demo database in DIR (default: a temporary directory, removed)
-  --replay             replay the bundled recordings even when the live agent could run
+  --replay             replay the bundled recordings (demo/recordings) even when the live agent could run
+  --record FILE        live: the agent also records its events to FILE (how demo/recordings is made)
 `;
 
 /** `kpiflow demo [codec] ...`; returns the exit code. */
@@ -35,6 +36,7 @@ export async function runDemo(args: string[]): Promise<number> {
       'summary-json': { type: 'string' },
       dir: { type: 'string' },
       replay: { type: 'boolean', default: false },
+      record: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -61,6 +63,7 @@ export async function runDemo(args: string[]): Promise<number> {
     summaryJson: values['summary-json'] ?? null,
     dir: values.dir ?? null,
     replay: values.replay,
+    record: values.record ?? null,
   });
 }
 

@@ -17,7 +17,8 @@ import { addDelayedDestination, type DelayedDestination } from './delay-path.js'
 
 const CLI = fileURLToPath(new URL('../cli/kpiflow.js', import.meta.url));
 const TRAFFIC = fileURLToPath(new URL('../../demo/traffic.py', import.meta.url));
-const RECORDINGS = fileURLToPath(new URL('../../test/fixtures/events/', import.meta.url));
+/** Recordings of this demo run live (`kpiflow demo --record`), replayed without root. */
+const RECORDINGS = fileURLToPath(new URL('../../demo/recordings/', import.meta.url));
 
 /** Settings of a demo run. */
 export interface DemoOptions {
@@ -33,6 +34,8 @@ export interface DemoOptions {
   dir: string | null;
   /** Replay the bundled recordings even when live probes could run. */
   replay: boolean;
+  /** Live mode: the agent also records its events here (what demo/recordings/ holds). */
+  record: string | null;
 }
 
 /** The namespaces and addresses of the demo. */
@@ -318,10 +321,13 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
 
 /** Replays every bundled recording through the agent into the collector. */
 async function replay(ipfixPort: number): Promise<void> {
-  const files = readdirSync(RECORDINGS, { recursive: true })
-    .map(String)
-    .filter((f) => f.endsWith('.kfev'));
-  if (files.length === 0) throw new Error(`no recordings under ${RECORDINGS}`);
+  const files = existsSync(RECORDINGS)
+    ? readdirSync(RECORDINGS)
+        .map(String)
+        .filter((f) => f.endsWith('.kfev'))
+    : [];
+  if (files.length === 0)
+    throw new Error(`no recordings under ${RECORDINGS} (make them with kpiflow demo --record)`);
   for (const f of files) {
     const r = spawnSync(
       process.execPath,
