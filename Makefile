@@ -12,6 +12,9 @@ DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g
 	iproute2 nftables clang-format
 # The overhead benchmark's bulk workload (bench/agent-overhead.ts).
 DEB_PACKAGES += iperf3
+# Packaging checks (test/packaging): systemd-analyze verify on the units, docker-compose config on
+# docker-compose.yml (no Docker engine needed for that).
+DEB_PACKAGES += systemd docker-compose
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
@@ -89,3 +92,43 @@ fuzz: build
 
 clean:
 	rm -rf dist $(STAMP) build native/build
+
+# Installs the built tree under $(LIBDIR) (dist, production node_modules, the native addon, the
+# probes object), the `kpiflow` wrapper in $(BINDIR), the systemd units, and example configs in
+# $(SYSCONFDIR)/kpiflow (never overwriting existing ones). PREFIX and DESTDIR as usual; docs/deploy.md.
+PREFIX ?= /usr
+BINDIR ?= $(PREFIX)/bin
+LIBDIR := $(PREFIX)/lib/kpiflow
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+NODE ?= $(shell command -v node)
+UNITS := kpiflow-collector.service kpiflow-agent.service
+SUBST = sed -e 's|@bindir@|$(BINDIR)|g' -e 's|@sysconfdir@|$(SYSCONFDIR)|g' -e 's|@node@|$(NODE)|g'
+
+.PHONY: install uninstall
+install: build
+	@test -n "$(NODE)" || { echo "kpiflow: node not found (set NODE=/path/to/node)" >&2; exit 1; }
+	rm -rf $(DESTDIR)$(LIBDIR)
+	install -d $(DESTDIR)$(LIBDIR)/build/probes $(DESTDIR)$(LIBDIR)/native/build/Release \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/kpiflow
+	cp -a dist package.json package-lock.json $(DESTDIR)$(LIBDIR)/
+	rm -rf $(DESTDIR)$(LIBDIR)/dist/test $(DESTDIR)$(LIBDIR)/dist/bench $(DESTDIR)$(LIBDIR)/dist/.built
+	install -m 644 $(BPF_BUILD)/kpiflow.bpf.o $(DESTDIR)$(LIBDIR)/build/probes/
+	install -m 755 $(NATIVE_ADDON) $(DESTDIR)$(LIBDIR)/native/build/Release/
+	# Production dependencies: a copy of node_modules pruned offline (better-sqlite3 stays built).
+	cp -a node_modules $(DESTDIR)$(LIBDIR)/
+	cd $(DESTDIR)$(LIBDIR) && npm prune --omit=dev --no-audit --no-fund --ignore-scripts --loglevel=error
+	find $(DESTDIR)$(LIBDIR)/node_modules -depth -type d -empty -delete
+	$(SUBST) packaging/kpiflow.sh > $(DESTDIR)$(BINDIR)/kpiflow && chmod 755 $(DESTDIR)$(BINDIR)/kpiflow
+	for u in $(UNITS); do \
+		$(SUBST) packaging/systemd/$$u.in > $(DESTDIR)$(UNITDIR)/$$u && chmod 644 $(DESTDIR)$(UNITDIR)/$$u; done
+	for c in collector agent; do \
+		test -e $(DESTDIR)$(SYSCONFDIR)/kpiflow/$$c.json || \
+			install -m 644 packaging/config/$$c.json $(DESTDIR)$(SYSCONFDIR)/kpiflow/$$c.json; done
+	@echo "kpiflow installed in $(DESTDIR)$(LIBDIR); then: systemctl daemon-reload && systemctl enable --now kpiflow-collector kpiflow-agent"
+
+uninstall:
+	rm -rf $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR)/kpiflow
+	for u in $(UNITS); do rm -f $(DESTDIR)$(UNITDIR)/$$u; done
+	@echo "kept $(DESTDIR)$(SYSCONFDIR)/kpiflow (your configuration)"
+
