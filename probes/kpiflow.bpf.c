@@ -108,6 +108,8 @@ struct kf_msk_state {
 	__u64 ofo_seen[4];
 	/* Per subflow, data judged when it moves (0: none), see kf_mptcp_data_avail. */
 	__u64 ofo_pending[4];
+	/* ... and how many buffers it takes. */
+	__u32 ofo_pending_run[4];
 };
 
 struct {
@@ -1015,6 +1017,36 @@ int BPF_PROG(kf_mptcp_frag, struct mptcp_ext *mpext)
 	return 0;
 }
 
+/* Receive-queue buffers looked at after the head, for the rest of its mapping. */
+#define KF_RUN_MAX 64
+
+/*
+ * The buffers of `ssk`'s receive queue, from its head `skb`, within the head's mapping: the
+ * kernel moves them to the connection one by one, in the same loop, without checking the
+ * mapping again (no tracepoint), each with the head's fate (MPTcpExtOFOQueue counts each).
+ */
+static __always_inline __u32 kf_mapping_run(const struct sock *ssk, const struct sk_buff *skb,
+					    const struct mptcp_subflow_context *sf)
+{
+	const void *queue = &ssk->sk_receive_queue;
+	__u32 end = BPF_CORE_READ(sf, map_subflow_seq) + BPF_CORE_READ(sf, map_data_len);
+	__u32 isn = BPF_CORE_READ(sf, ssn_offset);
+	const struct sk_buff *next;
+	__u32 run = 1, i;
+
+	for (i = 0; i < KF_RUN_MAX; i++) {
+		next = BPF_CORE_READ(skb, next);
+		if (!next || (const void *)next == queue)
+			break;
+		if ((__s32)(BPF_CORE_READ((const struct tcp_skb_cb *)next->cb, seq) - isn - end) >=
+		    0)
+			break;
+		run++;
+		skb = next;
+	}
+	return run;
+}
+
 /*
  * A subflow has data for its connection (status 0, MAPPING_OK): skb is the head of its
  * receive queue. Its data sequence number (the mapping's, plus what the subflow already moved)
@@ -1030,7 +1062,7 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	const struct sock *ssk;
 	struct kf_msk_state *ms;
 	__u64 dsn, ack, wnd, key;
-	__u32 copied, off, len, slot;
+	__u32 copied, off, len, slot, run;
 
 	if (status != 0 || !skb)
 		return 0;
@@ -1058,7 +1090,7 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	 */
 	if (ms && ms->ofo_pending[slot] && ms->ofo_pending[slot] != dsn) {
 		if ((__s64)(ms->ofo_pending[slot] - ack) > 0)
-			__sync_fetch_and_add(&ms->ofo_segs, 1);
+			__sync_fetch_and_add(&ms->ofo_segs, ms->ofo_pending_run[slot]);
 		ms->ofo_pending[slot] = 0;
 	}
 	if ((__s64)(dsn - ack) <= 0)
@@ -1080,10 +1112,12 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	 * The application holds the connection's socket: the kernel moves this data when it
 	 * releases it, by then other subflows' data may have filled the gap. Judge it then.
 	 */
+	run = kf_mapping_run(ssk, skb, sf);
 	if (BPF_CORE_READ(msk, sk.icsk_inet.sk.sk_lock.owned)) {
 		ms->ofo_pending[slot] = dsn;
+		ms->ofo_pending_run[slot] = run;
 		return 0;
 	}
-	__sync_fetch_and_add(&ms->ofo_segs, 1);
+	__sync_fetch_and_add(&ms->ofo_segs, run);
 	return 0;
 }

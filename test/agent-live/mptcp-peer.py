@@ -185,11 +185,17 @@ def wait_acked(sock, seconds=60):
 def server(a):
     s = socket.socket(family(a.addr), socket.SOCK_STREAM, 0 if a.tcp else IPPROTO_MPTCP)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if a.rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
     # Joins come to the server's other addresses: listen on all of them.
     s.bind(("::" if family(a.addr) == socket.AF_INET6 else "0.0.0.0", a.port))
     s.listen(16)
     say(None, "listening")
     conn, peer = s.accept()
+    if a.rcvbuf:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
+    # Let the data pile up in the kernel first: no recv holds the socket while it arrives.
+    time.sleep(a.read_after)
     got = 0
     sent = 0
     while True:
@@ -320,6 +326,8 @@ def main():
     s.add_argument("reply", type=int)
     s.add_argument("--expect", type=int, default=0)
     s.add_argument("--tcp", action="store_true")
+    s.add_argument("--rcvbuf", type=int, default=0)
+    s.add_argument("--read-after", type=float, default=0)
     c = sub.add_parser("client")
     c.add_argument("addr")
     c.add_argument("port", type=int)

@@ -508,6 +508,61 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
     );
   });
 
+  it('one lossy path (3% of its segments dropped): data overtakes on the other path, and the receiver counts it out of order at connection level as MPTcpExtOFOQueue does', async (t) => {
+    if (!requireLive(t) || !requireMptcp(t)) return;
+    await scenario(
+      async ({ client, server }, peers) => {
+        const port = 6111;
+        const total = 8 << 20;
+        signal(server);
+        const ofoBefore = mptcpExt(server, 'OFOQueue');
+        const reinjectedBefore = mptcpExt(client, 'MPTCPRetrans');
+        // Path 1 loses segments for the whole transfer; path 2 is clean.
+        nftAdd(server, 'kfmploss', 'input', `ip saddr ${client.addr1} numgen random mod 100 < 3 drop`);
+        // The server reads only once everything arrived (its receive buffer holds it all), so its
+        // application never holds the socket while data arrives: see docs/agent.md on why.
+        const srv = startMptcpPeer(server, [
+          'server',
+          server.addr1,
+          port,
+          1000,
+          '--rcvbuf',
+          total * 2,
+          '--read-after',
+          4,
+        ]);
+        peers.push(srv);
+        await srv.phase('listening');
+        const cli = startMptcpPeer(client, ['client', server.addr1, port, total, 1000, '--chunk', 65536]);
+        peers.push(cli);
+        const cport = Number((await phase(cli, 'connected'))['local_port']);
+        const done = await phase(cli, 'done', 90_000);
+        cli.release();
+        await cli.phase('closed');
+        const sdone = await phase(srv, 'done');
+        nftDelete(server, 'kfmploss');
+        // One connection in each namespace: the namespace's counters are the connection's.
+        const outOfOrder = mptcpExt(server, 'OFOQueue') - ofoBefore;
+        const reinjectedSegments = mptcpExt(client, 'MPTCPRetrans') - reinjectedBefore;
+        assert.equal(sdone['received'], total);
+        assert.ok(outOfOrder > 0, 'the lossy path put data out of order at connection level');
+
+        const sp = await mptcpProfiles(collector!, server, port, 2);
+        const cp = await mptcpProfiles(collector!, client, cport, 2);
+        assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
+        assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
+        assert.equal(sum(cp.meta, 'reinjectionPacketOut'), reinjectedSegments);
+        assert.equal(sum(cp.meta, 'reinjectionOctetOut'), Number(done.mptcp['bytes_retrans']));
+        assert.equal(sum(sp.meta, 'receivedOctetTotalCount'), total);
+        process.stderr.write(
+          `mptcp lossy path: server OFO ${outOfOrder} (MPTcpExt), agent ${sum(sp.meta, 'reorderingPacketCount')}; ` +
+            `client reinjected ${reinjectedSegments} segments (MPTcpExt), agent ${sum(cp.meta, 'reinjectionPacketOut')}\n`,
+        );
+      },
+      { prefix: 'kf-mp2' },
+    );
+  });
+
   it('a subflow the client itself adds (its subflow endpoint) and removes during the connection is reported too', async (t) => {
     if (!requireLive(t) || !requireMptcp(t)) return;
     await scenario(async ({ client, server }, peers) => {
