@@ -98,6 +98,10 @@ function meta(
     retrans?: number;
     rcvBuf?: number;
     hol?: number;
+    /** Segments reinjected (the probes' count, in data_segs_out). */
+    reinjected?: number;
+    /** Data queued out of order at connection level (the probes' count, in rcv_ooopack). */
+    ofo?: number;
     state?: number;
     alive?: number;
     fastclose?: boolean;
@@ -121,6 +125,8 @@ function meta(
       bytesReceived: c.received ?? 0,
       bytesRetrans: c.retrans ?? 0,
       segsIn: c.rcvBuf ?? 131072,
+      dataSegsOut: c.reinjected ?? 0,
+      rcvOoopack: c.ofo ?? 0,
     },
     ancillary: { ...ZERO_ANCILLARY, stalls: c.hol ?? 0 },
     mptcp: { ...s.mptcp!, fastclose: c.fastclose ?? false },
@@ -153,7 +159,15 @@ describe('MPTCP connections and subflows through the agent', () => {
     // Path 1 stalls while the connection has data unacknowledged; the data is reinjected.
     const rto = { counters: { bytesAcked: 5001, totalRetrans: 1, unackedBytes: 3000 }, stalls: 1 };
     source.push(
-      ...both(sub(1n, EVENT_KIND.rto, rto), { acked: 9000, sent: 12000, retrans: 3000, hol: 1, alive: 2 }),
+      ...both(sub(1n, EVENT_KIND.rto, rto), {
+        acked: 9000,
+        sent: 12000,
+        retrans: 3000,
+        hol: 1,
+        reinjected: 2,
+        ofo: 4,
+        alive: 2,
+      }),
     );
     const open = { counters: { bytesAcked: 8001, totalRetrans: 1 }, stalls: 1, arg0: 4, arg1: 0, caState: 0 };
     source.push(
@@ -162,6 +176,8 @@ describe('MPTCP connections and subflows through the agent', () => {
         sent: 12000,
         retrans: 3000,
         hol: 1,
+        reinjected: 2,
+        ofo: 5,
         alive: 2,
       }),
     );
@@ -173,6 +189,8 @@ describe('MPTCP connections and subflows through the agent', () => {
       received: 500,
       retrans: 3000,
       hol: 1,
+      reinjected: 2,
+      ofo: 5,
       state: TCP_STATE.FIN_WAIT2,
     };
     const fw2 = (cookie: bigint, counters: Partial<TcpCounters>, stalls = 0) =>
@@ -213,6 +231,12 @@ describe('MPTCP connections and subflows through the agent', () => {
     assert.equal(total(metas, 'transferredOctetTotalCount'), 12000, 'without the DATA_FIN');
     assert.equal(total(metas, 'receivedOctetTotalCount'), 500);
     assert.equal(total(metas, 'reinjectionOctetOut'), 3000);
+    // The probes' per-connection counts: reinjected segments and out-of-order data, as deltas.
+    assert.equal(total(metas, 'reinjectionPacketOut'), 2);
+    assert.deepEqual(
+      metas.map((p) => p.record['reorderingPacketCount']),
+      [0, 4, 1, 0],
+    );
     assert.equal(total(metas, 'headOfLineStallCount'), 1);
     assert.equal(metas[1]!.record['headOfLineStallCount'], 1, 'the stall opened UPDATE');
     assert.equal(total(metas, 'retransmittedPacketTotalCount'), 1);
