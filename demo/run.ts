@@ -41,6 +41,9 @@ export interface DemoOptions {
 /** The namespaces and addresses of the demo. */
 const NS = { client: 'kfdemo-c', server: 'kfdemo-s' } as const;
 const LINK = { client: '192.0.2.1', server: '192.0.2.2', client6: '2001:db8::1', server6: '2001:db8::2' };
+/** The second path of the MPTCP transfer (a second veth pair). */
+const PATH2 = { client: '203.0.113.1', server: '203.0.113.2' };
+const MPTCP_PORT = 8443;
 /** Destinations on the server side, one per case study. */
 const DEST = {
   web4: '198.51.100.10',
@@ -158,6 +161,44 @@ function netns(stack: Stack): void {
     sh('ip', ['-n', n, 'addr', 'add', `${v6}/64`, 'dev', dev, 'nodad']);
     sh('ip', ['-n', n, 'link', 'set', dev, 'up']);
   }
+  // Path 2, for MPTCP: the server announces its address there and the client joins it.
+  sh('ip', [
+    'link',
+    'add',
+    'kfdemo2',
+    'netns',
+    NS.client,
+    'type',
+    'veth',
+    'peer',
+    'name',
+    'kfdemo3',
+    'netns',
+    NS.server,
+  ]);
+  for (const [n, dev, v4] of [
+    [NS.client, 'kfdemo2', PATH2.client],
+    [NS.server, 'kfdemo3', PATH2.server],
+  ] as const) {
+    sh('ip', ['-n', n, 'addr', 'add', `${v4}/30`, 'dev', dev]);
+    sh('ip', ['-n', n, 'link', 'set', dev, 'up']);
+    sh('ip', ['netns', 'exec', n, 'sysctl', '-qw', 'net.mptcp.enabled=1', 'net.ipv4.conf.all.rp_filter=0']);
+  }
+  sh('ip', ['-n', NS.server, 'mptcp', 'limits', 'set', 'subflows', '2', 'add_addr_accepted', '0']);
+  sh('ip', ['-n', NS.client, 'mptcp', 'limits', 'set', 'subflows', '2', 'add_addr_accepted', '2']);
+  sh('ip', [
+    '-n',
+    NS.server,
+    'mptcp',
+    'endpoint',
+    'add',
+    PATH2.server,
+    'dev',
+    'kfdemo3',
+    'id',
+    '2',
+    'signal',
+  ]);
   sh('ip', ['-n', NS.client, 'route', 'add', 'default', 'via', LINK.server]);
   sh('ip', ['-n', NS.client, '-6', 'route', 'add', 'default', 'via', LINK.server6]);
   for (const a of [DEST.web4, DEST.bulk, DEST.near])
@@ -196,6 +237,8 @@ export interface DemoSummary {
   profiles: number;
   destinations: SummaryItem[];
   ipVersions: SummaryItem[];
+  /** MPTCP connection profiles (template 47563) and subflow profiles (47564) stored. */
+  mptcp: { connectionProfiles: number; subflowProfiles: number; pathIndexes: number[] };
 }
 
 const ms = (v: number | undefined | null) =>
@@ -225,6 +268,9 @@ function printSummary(s: DemoSummary, port: number): void {
     );
   }
   out(
+    `\nMPTCP: ${s.mptcp.connectionProfiles} connection profiles, ${s.mptcp.subflowProfiles} subflow profiles on paths ${s.mptcp.pathIndexes.join(', ') || '-'}`,
+  );
+  out(
     `\nAPI: http://127.0.0.1:${port}/api/v1/profiles/summary?groupBy=destination  (OpenAPI: http://127.0.0.1:${port}/docs)`,
   );
   out(`Metrics: http://127.0.0.1:${port}/metrics`);
@@ -236,7 +282,24 @@ async function collectSummary(port: number, mode: 'live' | 'replay'): Promise<De
     '/api/v1/profiles/summary?groupBy=destination&limit=50',
   );
   const v = await api<{ items: SummaryItem[] }>(port, '/api/v1/profiles/summary?groupBy=ipVersion&limit=10');
-  return { mode, profiles: await profilesStored(port), destinations: d.items, ipVersions: v.items };
+  const count = async (id: number) =>
+    (
+      await api<{ items: SummaryItem[] }>(port, `/api/v1/profiles/summary?groupBy=exporter&templateId=${id}`)
+    ).items.reduce((a, g) => a + g.profiles, 0);
+  const subflows = (
+    await api<{ items: Record<string, unknown>[] }>(port, '/api/v1/profiles?templateId=47564&limit=1000')
+  ).items;
+  return {
+    mode,
+    profiles: await profilesStored(port),
+    destinations: d.items,
+    ipVersions: v.items,
+    mptcp: {
+      connectionProfiles: await count(47563),
+      subflowProfiles: await count(47564),
+      pathIndexes: [...new Set(subflows.map((p) => Number(p['pathIndex'])))].sort((a, b) => a - b),
+    },
+  };
 }
 
 /** Runs the demo; returns the exit code. */
@@ -367,7 +430,7 @@ async function live(
   );
   stack.add('delayed path', () => far.close());
   out(
-    `namespaces ${NS.client} (client) and ${NS.server} (server): ${DEST.far} behind ${FAR_DELAY_MS} ms, SYN loss towards ${DEST.web4} (IPv4 only), 2 % loss towards ${DEST.bulk}`,
+    `namespaces ${NS.client} (client) and ${NS.server} (server): ${DEST.far} behind ${FAR_DELAY_MS} ms, SYN loss towards ${DEST.web4} (IPv4 only), 2 % loss towards ${DEST.bulk}, MPTCP uploads to ${LINK.server} port ${MPTCP_PORT} over two paths`,
   );
   const agent = start(
     process.execPath,
@@ -384,6 +447,7 @@ async function live(
       '200ms',
       '--log-level',
       'warn',
+      ...(opts.record ? ['--record', opts.record] : []),
     ],
     'agent',
   );
@@ -393,7 +457,18 @@ async function live(
   if (agent.exitCode !== null) throw new Error('the agent did not start (see above)');
   const server = start(
     'ip',
-    ['netns', 'exec', NS.server, 'python3', TRAFFIC, 'server', '--port', '443'],
+    [
+      'netns',
+      'exec',
+      NS.server,
+      'python3',
+      TRAFFIC,
+      'server',
+      '--port',
+      '443',
+      '--mptcp-port',
+      String(MPTCP_PORT),
+    ],
     'traffic server',
   );
   stack.add('traffic server', () => stopProcess(server, 2000));
@@ -404,6 +479,15 @@ async function live(
     { name: 'far', addr: DEST.far, port: 443, weight: 3, request: 500, response: 50_000 },
     { name: 'near', addr: DEST.near, port: 443, weight: 4, request: 500, response: 5_000 },
     { name: 'bulk', addr: DEST.bulk, port: 443, weight: 1, request: 4 << 20, response: 100 },
+    {
+      name: 'mptcp',
+      addr: LINK.server,
+      port: MPTCP_PORT,
+      weight: 1,
+      request: 8 << 20,
+      response: 100,
+      mptcp: true,
+    },
   ];
   const client = start(
     'ip',

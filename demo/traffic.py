@@ -3,9 +3,10 @@
 client that opens connections to a list of destinations for a while, printing JSON lines.
 
 Each connection sends an 8-byte header (request and response sizes, big-endian u32), the request
-bytes, reads the response and closes: short web-like exchanges, or a bulk upload.
+bytes, reads the response and closes: short web-like exchanges, or a bulk upload; a destination
+with "mptcp": true is reached over an IPPROTO_MPTCP socket.
 
-    traffic.py server --port 443
+    traffic.py server --port 443 [--mptcp-port 8443]
     traffic.py client --duration 30 --workers 4 --plan '[{"name": "web", "addr": "192.0.2.2",
         "port": 443, "weight": 5, "request": 600, "response": 20000}, ...]'
 
@@ -57,21 +58,37 @@ def serve_one(conn):
         pass
 
 
-def server(a):
-    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+IPPROTO_MPTCP = 262
+
+
+def listen(port, proto=0):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, proto)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    s.bind(("::", a.port))
+    s.bind(("::", port))
     s.listen(512)
-    say({"phase": "listening", "port": a.port})
+    return s
+
+
+def accept_loop(s):
     while True:
         conn, _ = s.accept()
         threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
 
 
+def server(a):
+    listeners = [listen(a.port)]
+    if a.mptcp_port:
+        listeners.append(listen(a.mptcp_port, IPPROTO_MPTCP))
+    say({"phase": "listening", "port": a.port, "mptcpPort": a.mptcp_port})
+    for s in listeners[1:]:
+        threading.Thread(target=accept_loop, args=(s,), daemon=True).start()
+    accept_loop(listeners[0])
+
+
 def exchange(dest):
     family = socket.AF_INET6 if ":" in dest["addr"] else socket.AF_INET
-    c = socket.socket(family, socket.SOCK_STREAM)
+    c = socket.socket(family, socket.SOCK_STREAM, IPPROTO_MPTCP if dest.get("mptcp") else 0)
     c.settimeout(20)
     try:
         c.connect((dest["addr"], dest["port"]))
@@ -127,6 +144,7 @@ def main():
     sub = ap.add_subparsers(dest="mode", required=True)
     s = sub.add_parser("server")
     s.add_argument("--port", type=int, default=443)
+    s.add_argument("--mptcp-port", type=int, default=0, help="also listen with IPPROTO_MPTCP here")
     c = sub.add_parser("client")
     c.add_argument("--plan", required=True, help="JSON list of destinations")
     c.add_argument("--duration", type=float, default=30)

@@ -2,7 +2,8 @@
  * `kpiflow demo` run non-interactively, as `make demo` runs it (live agent, root): its summary
  * must be what the collector's API answers while the demo serves it, the case studies must show
  * (the delayed destination has the highest RTT, SYN loss stalls the IPv4 web server only, the
- * lossy bulk transfer retransmits), and Ctrl-C must stop it and remove its namespaces.
+ * lossy bulk transfer retransmits, MPTCP uploads use both paths), and Ctrl-C must stop it and
+ * remove its namespaces.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -86,6 +87,8 @@ describe('kpiflow demo', () => {
         (by.get('203.0.113.20')?.retransmittedPacketTotalCount ?? 0) > 0,
         'the lossy bulk transfer retransmits',
       );
+      assert.ok(s.mptcp.connectionProfiles > 0, 'MPTCP connections profiled');
+      assert.deepEqual(s.mptcp.pathIndexes, [1, 2], 'their subflows on both paths');
       const v4 = s.ipVersions.find((v) => v.key === 4);
       assert.ok((v4?.timeToEstablish?.p90 ?? 0) >= 1000, 'a lost SYN costs the IPv4 handshake a second');
       demo.kill('SIGINT');
