@@ -129,9 +129,11 @@ struct kf_ancillary {
  * bytes_sent, bytes_retrans the connection level's (data sequence space; bytes_retrans are the
  * bytes reinjected by the MPTCP retransmission timer), segs_in the meta socket's receive
  * buffer (sk_rcvbuf, bytes), segs_out the subflows created so far, total_retrans the meta
- * socket's icsk_retransmits, unacked_bytes the connection level's snd_nxt - snd_una; anc.stalls
- * the head-of-line stalls (subflow RTOs while the connection level had data unacknowledged);
- * every other counter is 0.
+ * socket's icsk_retransmits, unacked_bytes the connection level's snd_nxt - snd_una,
+ * data_segs_out the segments reinjected by the MPTCP retransmission path, rcv_ooopack the
+ * buffers queued out of order at connection level (both counted by the probes, kf_msk);
+ * anc.stalls the head-of-line stalls (subflow RTOs while the connection level had data
+ * unacknowledged); every other counter is 0.
  */
 struct kf_event {
 	__u64 ts_ns; /* bpf_ktime_get_ns() */
