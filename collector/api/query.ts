@@ -23,6 +23,7 @@ export interface FilterParams {
   ipVersion?: number;
   startState?: string;
   endState?: string;
+  synRetransmitted?: boolean;
   protocol?: number;
 }
 
@@ -135,6 +136,7 @@ export function toRowFilter(q: FilterParams, table: 'profiles' | 'flows'): RowFi
   if (q.ipVersion !== undefined) f.ipVersion = q.ipVersion;
   if (q.startState !== undefined) f.startState = parseState('startState', q.startState);
   if (q.endState !== undefined) f.endState = parseState('endState', q.endState);
+  if (q.synRetransmitted !== undefined) f.synRetransmitted = q.synRetransmitted;
   if (q.protocol !== undefined) f.protocol = q.protocol;
   return f;
 }

@@ -75,6 +75,12 @@ const filterProperties = {
 const stateProperties = {
   startState: Type.Optional(state('State that opened the profile (flowStartReason)')),
   endState: Type.Optional(state('State that closed the profile (flowEndReason)')),
+  synRetransmitted: Type.Optional(
+    Type.Boolean({
+      description:
+        'true: only profiles whose handshake retransmitted a SYN (synRetransmissionCount > 0, the first SYN was lost or unanswered); false: only the others',
+    }),
+  ),
 };
 const pageProperties = {
   limit: Type.Integer({

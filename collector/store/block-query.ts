@@ -128,6 +128,12 @@ function rowFilter(b: ProfileBlock, f: RowFilter): ((i: number) => boolean) | nu
   if (f.ipVersion !== undefined && !add(numEq('ipVersion', f.ipVersion))) return null;
   if (f.startState !== undefined && !add(numEq('flowStartReason', f.startState))) return null;
   if (f.endState !== undefined && !add(numEq('flowEndReason', f.endState))) return null;
+  if (f.synRetransmitted !== undefined) {
+    const c = b.num('synRetransmissionCount');
+    if (f.synRetransmitted) {
+      if (!c || !add((i) => c.num(i) > 0)) return null;
+    } else if (c) add((i) => !(c.num(i) > 0));
+  }
   if (tests.length === 0) return () => true;
   if (tests.length === 1) return tests[0]!;
   return (i) => {
@@ -149,7 +155,8 @@ function hasRowConditions(f: RowFilter): boolean {
     f.templateId !== undefined ||
     f.ipVersion !== undefined ||
     f.startState !== undefined ||
-    f.endState !== undefined
+    f.endState !== undefined ||
+    f.synRetransmitted !== undefined
   );
 }
 

@@ -262,6 +262,8 @@ export class SqliteStore implements Store {
     if (table === 'profiles') {
       if (f.startState !== undefined) add('flowStartReason = ?', f.startState);
       if (f.endState !== undefined) add('flowEndReason = ?', f.endState);
+      if (f.synRetransmitted !== undefined)
+        add(f.synRetransmitted ? 'synRetransmissionCount > 0' : 'ifnull(synRetransmissionCount, 0) = 0');
     } else if (f.protocol !== undefined) add('protocolIdentifier = ?', f.protocol);
     return { sql: c.length ? c.join(' AND ') : '1', params: p };
   }

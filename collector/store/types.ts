@@ -85,6 +85,8 @@ export interface RowFilter {
   startState?: number;
   /** flowEndReason (profiles only). */
   endState?: number;
+  /** true: synRetransmissionCount > 0; false: none (profiles only). */
+  synRetransmitted?: boolean;
   /** protocolIdentifier (flows only). */
   protocol?: number;
 }

@@ -147,7 +147,7 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
       }
     });
 
-    it('filters by time, address, port, exporter, IP version and states', async () => {
+    it('filters by time, address, port, exporter, IP version, states and SYN retransmission', async () => {
       const s = await make();
       try {
         const rows = sampleProfiles(120);
@@ -190,6 +190,30 @@ export function storeConformance(name: string, make: () => Promise<Store>): void
           expect((r) => r.flowStartReason === 1),
         );
         assert.equal(await count({ exporter: 'nobody' }), 0);
+        // SYN retransmissions: some handshakes had one or two, most none, some never said.
+        for (const [i, r] of rows.entries())
+          r.synRetransmissionCount = i % 9 === 0 ? 1 + (i % 2) : i % 4 === 1 ? null : 0;
+        const s2 = await make();
+        try {
+          await s2.insert({ profiles: rows, flows: [], exporters: [] });
+          const count2 = async (f: Parameters<Store['profiles']>[0]) =>
+            (await s2.profiles(f, { limit: 1000, order: 'asc' })).items.length;
+          const lost = expect((r) => Number(r.synRetransmissionCount ?? 0) > 0);
+          assert.ok(lost > 0);
+          assert.equal(await count2({ synRetransmitted: true }), lost);
+          assert.equal(await count2({ synRetransmitted: false }), rows.length - lost);
+          assert.equal(
+            await count2({ synRetransmitted: true, ipVersion: 6 }),
+            expect((r) => Number(r.synRetransmissionCount ?? 0) > 0 && r.ipVersion === 6),
+          );
+          const sum = await s2.summary({ groupBy: 'ipVersion', synRetransmitted: true, limit: 10 });
+          assert.equal(
+            sum.reduce((a, g) => a + g.profiles, 0),
+            lost,
+          );
+        } finally {
+          await s2.close();
+        }
       } finally {
         await s.close();
       }
