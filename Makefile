@@ -15,6 +15,8 @@ DEB_PACKAGES += iperf3
 # Packaging checks (test/packaging): systemd-analyze verify on the units, docker-compose config on
 # docker-compose.yml (no Docker engine needed for that).
 DEB_PACKAGES += systemd docker-compose
+# Prometheus (Debian's) scrapes the collector in the dashboard test: every PromQL panel must return data.
+DEB_PACKAGES += prometheus
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
 
