@@ -18,7 +18,7 @@ DEB_PACKAGES += systemd docker-compose
 # Prometheus (Debian's) scrapes the collector in the dashboard test: every PromQL panel must return data.
 DEB_PACKAGES += prometheus
 STAMP := .make
-TS_SOURCES := $(shell find ipfix cli test bench agent collector native -name '*.ts' 2>/dev/null)
+TS_SOURCES := $(shell find ipfix cli test bench agent collector native demo -name '*.ts' 2>/dev/null)
 
 .PHONY: build test demo deps lint typecheck bench bench-queries fuzz clean lint-c
 
