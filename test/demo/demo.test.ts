@@ -1,23 +1,28 @@
 /**
- * `kpiflow demo` run non-interactively, as `make demo` runs it (live agent, root): its summary
- * must be what the collector's API answers while the demo serves it, the case studies must show
- * (the delayed destination has the highest RTT, SYN loss stalls the IPv4 web server only, the
- * lossy bulk transfer retransmits, MPTCP uploads use both paths), and Ctrl-C must stop it and
- * remove its namespaces.
+ * `kpiflow demo` run non-interactively, as `make demo` runs it (live agent, root), with Debian's
+ * Prometheus scraping its collector from the start:
+ * - its summary is what the collector's API answers while the demo serves it, and the case studies
+ *   show (the delayed destination has the highest RTT, SYN loss stalls the IPv4 web server only,
+ *   the lossy bulk transfer retransmits, MPTCP uploads use both paths);
+ * - every panel of every dashboard under dashboards/ returns data: API panels (Infinity
+ *   datasource) through the collector with Grafana's variables filled in, PromQL panels through
+ *   Prometheus;
+ * - Ctrl-C stops it and removes its namespaces.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { DemoSummary } from '../../demo/run.js';
-import { requireRoot } from '../helpers/netns.js';
-import { requireTools } from '../helpers/tools.js';
+import { requireRoot, rootUnavailableReason } from '../helpers/netns.js';
+import { hasTool, requireTools } from '../helpers/tools.js';
 
 const CLI = fileURLToPath(new URL('../../cli/kpiflow.js', import.meta.url));
+const DASHBOARDS = fileURLToPath(new URL('../../../dashboards/', import.meta.url));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 async function freePort(): Promise<number> {
@@ -28,14 +33,63 @@ async function freePort(): Promise<number> {
   return port;
 }
 
+interface Target {
+  refId: string;
+  datasource: { type: string; uid: string };
+  expr?: string;
+  url?: string;
+  url_options?: { params: { key: string; value: string }[] };
+  root_selector?: string;
+  columns?: { selector: string; text: string }[];
+}
+interface Panel {
+  id: number;
+  title: string;
+  targets: Target[];
+}
+
+/** The value at a dotted path of an object (`rtt.p50`), or undefined. */
+function at(obj: unknown, path: string): unknown {
+  let v: unknown = obj;
+  for (const k of path.split('.'))
+    v = v === null || typeof v !== 'object' ? undefined : (v as Record<string, unknown>)[k];
+  return v;
+}
+
 describe('kpiflow demo', () => {
-  it('shows the case studies, prints a summary equal to the API, and Ctrl-C removes everything', async (t) => {
-    if (!requireRoot(t)) return;
-    if (!requireTools(t, 'python3', 'nft')) return;
-    const dir = mkdtempSync(join(tmpdir(), 'kpiflow-demo-test-'));
+  const live =
+    rootUnavailableReason() === null && hasTool('python3') && hasTool('nft') && hasTool('prometheus');
+  let dir = '';
+  let port = 0;
+  let demo: ChildProcess | null = null;
+  let exited: Promise<number | null> = Promise.resolve(null);
+  let prometheus: ChildProcess | null = null;
+  let promPort = 0;
+  let stdout = '';
+  let stderr = '';
+  let summary: DemoSummary | null = null;
+
+  before(async () => {
+    if (!live) return;
+    dir = mkdtempSync(join(tmpdir(), 'kpiflow-demo-test-'));
+    port = await freePort();
+    promPort = await freePort();
+    // Prometheus scrapes the demo's collector from its start, as a deployment's would.
+    writeFileSync(
+      join(dir, 'prometheus.yml'),
+      `global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: kpiflow-collector\n    static_configs:\n      - targets: ['127.0.0.1:${port}']\n`,
+    );
+    prometheus = spawn(
+      'prometheus',
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'prometheus')}`,
+        `--web.listen-address=127.0.0.1:${promPort}`,
+      ],
+      { stdio: 'ignore' },
+    );
     const summaryFile = join(dir, 'summary.json');
-    const port = await freePort();
-    const demo = spawn(
+    demo = spawn(
       process.execPath,
       [
         CLI,
@@ -51,56 +105,130 @@ describe('kpiflow demo', () => {
       ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
-    let stdout = '';
-    let stderr = '';
-    demo.stdout.on('data', (d: Buffer) => {
-      stdout += d.toString();
+    const d = demo;
+    d.stdout!.on('data', (b: Buffer) => {
+      stdout += b.toString();
     });
-    demo.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
+    d.stderr!.on('data', (b: Buffer) => {
+      stderr += b.toString();
     });
-    const exited = new Promise<number | null>((r) => demo.once('exit', (code) => r(code)));
-    try {
-      for (let i = 0; !existsSync(summaryFile); i++) {
-        if (demo.exitCode !== null) assert.fail(`demo exited ${demo.exitCode}: ${stderr}`);
-        if (i > 1200) assert.fail(`no summary after 120 s; stdout: ${stdout}`);
-        await sleep(100);
-      }
-      await sleep(200);
-      const s = JSON.parse(readFileSync(summaryFile, 'utf8')) as DemoSummary;
-      assert.equal(s.mode, 'live');
-      assert.match(stdout, /\d+\/15 s: \d+ connections, \d+ profiles stored/, 'progress while it runs');
-      assert.match(stdout, /Destinations by RTT/);
-      // What it printed is what the API answers.
-      const api = async (path: string) =>
-        ((await (await fetch(`http://127.0.0.1:${port}${path}`)).json()) as { items: unknown[] }).items;
-      assert.deepEqual(s.destinations, await api('/api/v1/profiles/summary?groupBy=destination&limit=50'));
-      assert.deepEqual(s.ipVersions, await api('/api/v1/profiles/summary?groupBy=ipVersion&limit=10'));
-      const by = new Map(s.destinations.map((d) => [d.key, d]));
-      const far = by.get('198.51.100.80');
-      assert.ok(far?.rtt && far.rtt.p50 >= 150, `the delayed destination's RTT: ${JSON.stringify(far?.rtt)}`);
-      for (const d of s.destinations)
-        if (d !== far) assert.ok((d.rtt?.p50 ?? 0) < far.rtt.p50, `${d.key} below it`);
-      assert.ok((by.get('198.51.100.10')?.stallCount ?? 0) > 0, 'SYN loss stalls the IPv4 web server');
-      assert.equal(by.get('2001:db8:1::10')?.stallCount, 0, 'not the IPv6 one');
-      assert.ok(
-        (by.get('203.0.113.20')?.retransmittedPacketTotalCount ?? 0) > 0,
-        'the lossy bulk transfer retransmits',
-      );
-      assert.ok(s.mptcp.connectionProfiles > 0, 'MPTCP connections profiled');
-      assert.deepEqual(s.mptcp.pathIndexes, [1, 2], 'their subflows on both paths');
-      const v4 = s.ipVersions.find((v) => v.key === 4);
-      assert.ok((v4?.timeToEstablish?.p90 ?? 0) >= 1000, 'a lost SYN costs the IPv4 handshake a second');
-      demo.kill('SIGINT');
-      assert.equal(await exited, 130, `exit code after Ctrl-C; stderr: ${stderr}`);
-      const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
-      assert.doesNotMatch(left, /kfdemo-/, 'namespaces removed');
-    } finally {
-      if (demo.exitCode === null) {
-        demo.kill('SIGINT');
-        await exited;
-      }
-      rmSync(dir, { recursive: true, force: true });
+    exited = new Promise((r) => d.once('exit', (code) => r(code)));
+    for (let i = 0; !existsSync(summaryFile); i++) {
+      if (d.exitCode !== null) throw new Error(`demo exited ${d.exitCode}: ${stderr}`);
+      if (i > 1200) throw new Error(`no summary after 120 s; stdout: ${stdout}`);
+      await sleep(100);
     }
+    await sleep(200);
+    summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as DemoSummary;
+  });
+
+  after(async () => {
+    if (demo && demo.exitCode === null) {
+      demo.kill('SIGINT');
+      await exited;
+    }
+    prometheus?.kill('SIGTERM');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows the case studies and prints a summary equal to the API', async (t) => {
+    if (!requireRoot(t) || !requireTools(t, 'python3', 'nft', 'prometheus')) return;
+    const s = summary!;
+    assert.equal(s.mode, 'live');
+    assert.match(stdout, /\d+\/15 s: \d+ connections, \d+ profiles stored/, 'progress while it runs');
+    assert.match(stdout, /Destinations by RTT/);
+    const api = async (path: string) =>
+      ((await (await fetch(`http://127.0.0.1:${port}${path}`)).json()) as { items: unknown[] }).items;
+    assert.deepEqual(s.destinations, await api('/api/v1/profiles/summary?groupBy=destination&limit=50'));
+    assert.deepEqual(s.ipVersions, await api('/api/v1/profiles/summary?groupBy=ipVersion&limit=10'));
+    const by = new Map(s.destinations.map((d) => [d.key, d]));
+    const far = by.get('198.51.100.80');
+    assert.ok(far?.rtt && far.rtt.p50 >= 150, `the delayed destination's RTT: ${JSON.stringify(far?.rtt)}`);
+    for (const d of s.destinations)
+      if (d !== far) assert.ok((d.rtt?.p50 ?? 0) < far.rtt.p50, `${d.key} below it`);
+    assert.ok((by.get('198.51.100.10')?.stallCount ?? 0) > 0, 'SYN loss stalls the IPv4 web server');
+    assert.equal(by.get('2001:db8:1::10')?.stallCount, 0, 'not the IPv6 one');
+    assert.ok(
+      (by.get('203.0.113.20')?.retransmittedPacketTotalCount ?? 0) > 0,
+      'the lossy bulk transfer retransmits',
+    );
+    assert.ok(s.mptcp.connectionProfiles > 0, 'MPTCP connections profiled');
+    assert.deepEqual(s.mptcp.pathIndexes, [1, 2], 'their subflows on both paths');
+    const v4 = s.ipVersions.find((v) => v.key === 4);
+    assert.ok((v4?.timeToEstablish?.p90 ?? 0) >= 1000, 'a lost SYN costs the IPv4 handshake a second');
+  });
+
+  it('every dashboard panel returns data: API panels from the collector, PromQL panels from Prometheus', async (t) => {
+    if (!requireRoot(t) || !requireTools(t, 'python3', 'nft', 'prometheus')) return;
+    const files = readdirSync(DASHBOARDS).filter((f) => f.endsWith('.json'));
+    assert.ok(files.length >= 2, `dashboards in ${DASHBOARDS}`);
+    // Grafana's variables: the last hour, and a connection worth drilling into (MPTCP: its
+    // connection and both subflows).
+    const now = Date.now();
+    const sub = (await (
+      await fetch(`http://127.0.0.1:${port}/api/v1/profiles?templateId=47564&limit=1`)
+    ).json()) as {
+      items: { flowId: number | string }[];
+    };
+    const vars: Record<string, string> = {
+      __from: String(now - 3_600_000),
+      __to: String(now + 60_000),
+      flowId: String(sub.items[0]!.flowId),
+    };
+    const fill = (s: string) => s.replace(/\$\{(\w+)\}/g, (_, k: string) => vars[k] ?? `\${${k}}`);
+    // Prometheus has scraped the collector all along; wait for it to be up and to hold samples.
+    for (let i = 0; ; i++) {
+      const r = await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=up`).then(
+        (x) => x.json() as Promise<{ data?: { result: unknown[] } }>,
+        () => null,
+      );
+      if (r?.data?.result.length) break;
+      if (i > 100) assert.fail('Prometheus never scraped the collector');
+      await sleep(200);
+    }
+    let checked = 0;
+    for (const f of files) {
+      const dash = JSON.parse(readFileSync(join(DASHBOARDS, f), 'utf8')) as { panels: Panel[] };
+      for (const p of dash.panels) {
+        for (const tg of p.targets) {
+          const what = `${f} panel ${p.id} "${p.title}" query ${tg.refId}`;
+          if (tg.datasource.uid === 'kpiflow-api') {
+            const params = new URLSearchParams(
+              (tg.url_options?.params ?? []).map((x) => [x.key, fill(x.value)] as [string, string]),
+            );
+            const url = `http://127.0.0.1:${port}${fill(tg.url!)}${params.size ? `?${params}` : ''}`;
+            const res = await fetch(url);
+            assert.equal(res.status, 200, `${what}: GET ${url}`);
+            const rows = at(await res.json(), tg.root_selector!) as unknown[];
+            assert.ok(Array.isArray(rows) && rows.length > 0, `${what}: rows from ${url}`);
+            for (const c of tg.columns ?? [])
+              assert.ok(
+                rows.some((r) => at(r, c.selector) !== undefined && at(r, c.selector) !== null),
+                `${what}: column ${c.selector} holds a value`,
+              );
+          } else {
+            assert.equal(tg.datasource.uid, 'kpiflow-prometheus', `${what}: a known datasource`);
+            const r = (await (
+              await fetch(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(tg.expr!)}`)
+            ).json()) as { status: string; data: { result: { value: [number, string] }[] } };
+            assert.equal(r.status, 'success', `${what}: ${tg.expr}`);
+            assert.ok(
+              r.data.result.some((x) => Number.isFinite(Number(x.value[1]))),
+              `${what}: ${tg.expr} returned ${JSON.stringify(r.data.result)}`,
+            );
+          }
+          checked++;
+        }
+      }
+    }
+    assert.ok(checked >= 12, `${checked} queries checked`);
+  });
+
+  it('Ctrl-C stops it and removes its namespaces', async (t) => {
+    if (!requireRoot(t) || !requireTools(t, 'python3', 'nft', 'prometheus')) return;
+    demo!.kill('SIGINT');
+    assert.equal(await exited, 130, `exit code after Ctrl-C; stderr: ${stderr}`);
+    const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+    assert.doesNotMatch(left, /kfdemo-/, 'namespaces removed');
   });
 });
