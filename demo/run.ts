@@ -274,6 +274,9 @@ function printSummary(s: DemoSummary, port: number): void {
     `\nAPI: http://127.0.0.1:${port}/api/v1/profiles/summary?groupBy=destination  (OpenAPI: http://127.0.0.1:${port}/docs)`,
   );
   out(`Metrics: http://127.0.0.1:${port}/metrics`);
+  out(
+    `Dashboards: dashboards/*.json for Grafana (datasources in grafana/provisioning: Prometheus on these metrics, and this API through the Infinity plugin)`,
+  );
 }
 
 async function collectSummary(port: number, mode: 'live' | 'replay'): Promise<DemoSummary> {
