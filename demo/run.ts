@@ -208,13 +208,13 @@ function netns(stack: Stack): void {
 
 /**
  * The nftables rules of the case studies, loaded in the server namespace: SYN loss on the IPv4
- * path only (a quarter of first SYNs), 2 % loss towards the bulk server.
+ * path only (a third of first SYNs), 2 % loss towards the bulk server.
  */
 function impairments(): string {
   return `table inet kfdemo {
   chain input {
     type filter hook input priority 0; policy accept;
-    ip daddr ${DEST.web4} tcp flags & (syn | ack) == syn numgen random mod 4 == 0 drop
+    ip daddr ${DEST.web4} tcp flags & (syn | ack) == syn numgen random mod 3 == 0 drop
     ip daddr ${DEST.bulk} numgen random mod 50 == 0 drop
   }
 }
