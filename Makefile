@@ -12,9 +12,10 @@ DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g
 	iproute2 nftables clang-format
 # The overhead benchmark's bulk workload (bench/agent-overhead.ts).
 DEB_PACKAGES += iperf3
-# Packaging checks (test/packaging): systemd-analyze verify on the units, docker-compose config on
+# Packaging checks (test/packaging): systemd-analyze verify on the units, systemd-nspawn to boot a
+# systemd that runs them (this machine's PID 1 is not systemd), docker-compose config on
 # docker-compose.yml (no Docker engine needed for that).
-DEB_PACKAGES += systemd docker-compose
+DEB_PACKAGES += systemd systemd-container docker-compose
 # Prometheus (Debian's) scrapes the collector in the dashboard test: every PromQL panel must return data.
 DEB_PACKAGES += prometheus
 STAMP := .make
