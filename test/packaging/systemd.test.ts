@@ -237,6 +237,25 @@ describe('systemd packaging', () => {
     assert.match(r.stdout, /usage: kpiflow agent/);
   });
 
+  it('make uninstall DESTDIR= removes the tree, the wrapper and the units, and keeps the configs', () => {
+    const copy = tempDir('uninstall');
+    try {
+      spawnSync('cp', ['-a', `${destdir}/.`, copy]);
+      const r = spawnSync('make', ['-s', 'uninstall', `DESTDIR=${copy}`], { cwd: REPO, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      for (const gone of [
+        'usr/lib/kpiflow',
+        'usr/bin/kpiflow',
+        ...UNITS.map((u) => `usr/lib/systemd/system/${u}`),
+      ])
+        assert.ok(!existsSync(join(copy, gone)), `${gone} removed`);
+      for (const kept of ['etc/kpiflow/collector.json', 'etc/kpiflow/agent.json'])
+        assert.ok(existsSync(join(copy, kept)), `${kept} kept`);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
+  });
+
   it('systemd-analyze verify accepts both units installed with a PREFIX, and the offline security review scores them', (t) => {
     if (!requireTools(t, 'systemd-analyze')) return;
     const prefix = tempDir('prefix');
