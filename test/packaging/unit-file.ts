@@ -68,13 +68,21 @@ export function underRoot(argv: readonly string[], root: string): string[] {
   return argv.map((w) => (w.startsWith('/') ? join(root, w) : w));
 }
 
-/** Runs `make install` with these variables; returns its output, throws on failure. */
+/**
+ * Runs `make install` with these variables; returns its output, throws on failure. `-o build`:
+ * the tests install what `make build` built before they ran (the code they test), and several
+ * installs at once must not start rebuilding it side by side.
+ */
 export function makeInstall(vars: Record<string, string>): string {
-  const r = spawnSync('make', ['-s', 'install', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`)], {
-    cwd: REPO,
-    encoding: 'utf8',
-    maxBuffer: 64 * 1024 * 1024,
-  });
+  const r = spawnSync(
+    'make',
+    ['-s', '-o', 'build', 'install', ...Object.entries(vars).map(([k, v]) => `${k}=${v}`)],
+    {
+      cwd: REPO,
+      encoding: 'utf8',
+      maxBuffer: 64 * 1024 * 1024,
+    },
+  );
   if (r.status !== 0) throw new Error(`make install exited ${r.status}: ${r.stderr}${r.stdout}`);
   return r.stdout;
 }
