@@ -193,6 +193,60 @@ describe('systemd units under systemd (nspawn container)', () => {
     assert.doesNotMatch(journal, /mptcpReinjectedSegments/);
   });
 
+  it('the agent under systemd walks a namespace held by another user (setns and /proc through its sandbox)', async (t) => {
+    if (skipped || !box) return t.skip('no container (see the test above)');
+    const c = box;
+    const journal = () => c.run('journalctl', '-u', 'kpiflow-agent', '-o', 'cat', '--no-pager').stdout;
+    const starts = () => journal().split('"msg":"agent started"').length - 1;
+    const startedOnce = async (n: number) => {
+      for (let i = 0; i < 100 && starts() < n; i++) await sleep(100);
+      assert.equal(starts(), n, journal());
+    };
+    // The agent stopped first: the connection below can reach it only through the start-up scan.
+    assert.equal(c.run('systemctl', 'stop', 'kpiflow-agent').status, 0);
+    const before = starts();
+    // A loopback connection in an anonymous namespace, held by nobody, as a transient unit.
+    const script = [
+      'import socket, time',
+      "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()",
+      "c = socket.create_connection(s.getsockname()); a, _ = s.accept(); c.sendall(b'x' * 1000); a.recv(1000)",
+      "print('held', s.getsockname()[1], flush=True); time.sleep(300)",
+    ].join('\n');
+    const unit = `kpf-held-${randomBytes(3).toString('hex')}`;
+    const r = c.run(
+      'systemd-run',
+      '--quiet',
+      `--unit=${unit}`,
+      'unshare',
+      '--net',
+      'sh',
+      '-c',
+      'ip link set lo up && exec setpriv --reuid=65534 --regid=65534 --clear-groups -- /usr/bin/python3 -c "$0"',
+      script,
+    );
+    assert.equal(r.status, 0, r.stderr);
+    let port = 0;
+    for (let i = 0; i < 100 && !port; i++, await sleep(100)) {
+      const m = /held (\d+)/.exec(c.run('journalctl', '-u', unit, '-o', 'cat', '--no-pager').stdout);
+      if (m) port = Number(m[1]);
+    }
+    assert.ok(port > 0, 'the connection holder runs');
+    assert.equal(c.run('systemctl', 'start', 'kpiflow-agent').status, 0);
+    await startedOnce(before + 1);
+    // At stop the agent flushes what it tracks: the held connection's two ends, adopted at start.
+    assert.equal(c.run('systemctl', 'stop', 'kpiflow-agent').status, 0);
+    assert.equal(c.prop('kpiflow-agent', 'Result'), 'success');
+    const count = () => {
+      const q = c.run('curl', '-sf', `http://127.0.0.1:9739/api/v1/profiles?limit=100&port=${port}`);
+      return q.status === 0 ? (JSON.parse(q.stdout).items as unknown[]).length : 0;
+    };
+    for (let i = 0; i < 50 && count() < 2; i++) await sleep(100);
+    assert.equal(count(), 2, journal());
+    c.run('systemctl', 'stop', unit);
+    assert.equal(c.run('systemctl', 'start', 'kpiflow-agent').status, 0);
+    await startedOnce(before + 2);
+  });
+
   it("the traffic generator's connections become profiles in the collector", async (t) => {
     if (skipped || !box) return t.skip('no container (see the test above)');
     const c = box;
