@@ -7,7 +7,7 @@
  * lines the files they name, and Prometheus and Grafana point at the ports the configs set.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { requireTools } from '../helpers/tools.js';
@@ -55,6 +55,14 @@ describe('docker compose', () => {
       assert.equal(c.services[s]!.build?.dockerfile, 'docker/Dockerfile', `${s} is built from this checkout`);
       assert.equal(c.services[s]!.network_mode, 'host', `${s} on the host network`);
     }
+  });
+
+  it('every file or folder of the checkout that a service mounts exists', (t) => {
+    const c = config(t);
+    if (!c) return;
+    for (const [name, s] of Object.entries(c.services))
+      for (const [host] of volumes(s))
+        if (host.startsWith(REPO)) assert.ok(existsSync(host), `${name}: ${host}`);
   });
 
   for (const [service, unitName] of [

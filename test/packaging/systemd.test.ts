@@ -256,6 +256,17 @@ describe('systemd packaging', () => {
     }
   });
 
+  it('each capability of the agent unit has its reason, in the unit and in docs/deploy.md', () => {
+    const text = readFileSync(join(REPO, 'packaging/systemd/kpiflow-agent.service.in'), 'utf8');
+    const caps = serviceValue(parseUnit(text), 'CapabilityBoundingSet')!.split(/\s+/);
+    const docs = readFileSync(join(REPO, 'docs/deploy.md'), 'utf8');
+    for (const cap of caps) {
+      assert.match(text, new RegExp(`^#\\s+${cap}\\s+\\S`, 'm'), `${cap} explained in the unit`);
+      assert.match(docs, new RegExp(`^\\| \`${cap}\` \\| \\S`, 'm'), `${cap} has a row in docs/deploy.md`);
+    }
+    assert.equal(serviceValue(parseUnit(text), 'AmbientCapabilities'), '', 'root needs no ambient set');
+  });
+
   it('systemd-analyze verify accepts both units installed with a PREFIX, and the offline security review scores them', (t) => {
     if (!requireTools(t, 'systemd-analyze')) return;
     const prefix = tempDir('prefix');
