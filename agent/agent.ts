@@ -119,6 +119,7 @@ export class Agent {
       clockOffsetNs: measureClockOffset(this.clock),
       missing: options.source.missing,
       reorderingDistance: options.source.reorderingDistance ?? false,
+      mptcpUnmeasured: options.source.mptcpUnmeasured ?? [],
     });
     const bootId = options.bootId ?? defaultBootId();
     const activeTimeoutNs = BigInt(Math.round(activeTimeoutMs * 1e6));
@@ -161,6 +162,7 @@ export class Agent {
         ...options.export!,
         templates: profileTemplates(options.source.missing, {
           reorderingDistance: options.source.reorderingDistance ?? false,
+          mptcpUnmeasured: options.source.mptcpUnmeasured ?? [],
         }),
         log,
       }));

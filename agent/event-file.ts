@@ -59,6 +59,8 @@ export interface EventFileHeader {
   missing: (keyof TcpCounters)[];
   /** The source measured the out-of-order distance (per-packet mode). */
   reorderingDistance: boolean;
+  /** MPTCP connection fields the recording kernel could not measure (absent: none). */
+  mptcpUnmeasured?: string[];
   /** Size of one event record (struct kf_event). */
   eventSize: number;
   /** Offset and size of every field of struct kf_event, as the recording agent decoded it. */
@@ -449,6 +451,11 @@ function checkHeader(path: string, h: EventFileHeader): void {
   for (const k of ['activeTimeoutMs', 'maxConnections', 'eventSize'] as const)
     if (!Number.isInteger(h[k]) || h[k] <= 0) throw bad(`${k} must be a positive integer`);
   if (typeof h.reorderingDistance !== 'boolean') throw bad('reorderingDistance must be true or false');
+  if (
+    h.mptcpUnmeasured !== undefined &&
+    !(Array.isArray(h.mptcpUnmeasured) && h.mptcpUnmeasured.every((f) => typeof f === 'string'))
+  )
+    throw bad(`mptcpUnmeasured must list field names, not ${JSON.stringify(h.mptcpUnmeasured)}`);
   const mine = layoutTable();
   const theirs = h.eventLayout ?? {};
   const differs = Object.keys(mine).filter((k) => JSON.stringify(mine[k]) !== JSON.stringify(theirs[k]));
@@ -635,6 +642,7 @@ export class EventFileSource implements EventSource {
   readonly name: string;
   readonly missing: readonly (keyof TcpCounters)[];
   readonly reorderingDistance: boolean;
+  readonly mptcpUnmeasured: readonly string[];
   readonly info: EventFileInfo;
   readonly stats: EventFileSourceStats = {
     records: 0,
@@ -655,6 +663,7 @@ export class EventFileSource implements EventSource {
     this.name = `events:${path}`;
     this.missing = this.info.header.missing;
     this.reorderingDistance = this.info.header.reorderingDistance;
+    this.mptcpUnmeasured = this.info.header.mptcpUnmeasured ?? [];
   }
 
   /** AgentOptions a replay of this file needs to reproduce the live profiles. */

@@ -44,6 +44,8 @@ export interface EventSource {
    * template then has meanReorderingDistance and varReorderingDistance. Absent: false.
    */
   readonly reorderingDistance?: boolean;
+  /** MPTCP connection fields the source cannot measure (left out of the template). Absent: none. */
+  readonly mptcpUnmeasured?: readonly string[];
   /** Starts pushing into `sink`; resolves once running (or rejects with a clear error). */
   start(sink: EventSink): Promise<void>;
   /** Asks for a snapshot event of every open socket; absent where the source cannot (replay). */

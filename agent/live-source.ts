@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
 import type { EventSink, EventSource } from './event-source.js';
 import type { ProbeEvent, TcpCounters } from './probe-event.js';
+import { mptcpUnmeasuredFields } from './profile-templates.js';
 
 /** What this adapter uses of the loader's LiveProbes. */
 interface LiveProbesLike {
@@ -90,6 +91,7 @@ class LiveSource implements EventSource {
   readonly name = 'live';
   readonly missing: readonly (keyof TcpCounters)[];
   readonly reorderingDistance: boolean;
+  readonly mptcpUnmeasured: readonly string[];
   private sink: EventSink | null = null;
   private sub: { close(): void } | null = null;
   private scanning = false;
@@ -101,6 +103,7 @@ class LiveSource implements EventSource {
     this.missing = probes.missing;
     // The loader lists the distance as unavailable unless the per-packet program is attached.
     this.reorderingDistance = !(probes.unavailable ?? []).some((u) => u.kpi === 'ofoDistance');
+    this.mptcpUnmeasured = mptcpUnmeasuredFields(probes.unavailable ?? []);
   }
 
   async start(sink: EventSink): Promise<void> {

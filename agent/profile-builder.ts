@@ -16,6 +16,7 @@ import {
   MPTCP_META_KPI_FIELDS,
   mptcpMetaFields,
   mptcpSubflowFields,
+  PROFILE_IDENTITY_FIELDS,
   PROFILE_TEMPLATE_IDS,
   TCP_KPI_FIELDS,
   tcpProfileFields,
@@ -51,6 +52,8 @@ export interface ProfileBuilderOptions {
    * varReorderingDistance are added. Otherwise they are left out, never sent as 0.
    */
   reorderingDistance?: boolean;
+  /** MPTCP connection fields the source cannot measure: left out, never sent as 0. */
+  mptcpUnmeasured?: readonly string[];
 }
 
 /** Counters of oddities the builder met, for metrics and logs. */
@@ -82,9 +85,10 @@ export class ProfileBuilder {
     this.reorderingDistance = options.reorderingDistance ?? false;
     this.fields = tcpProfileFields(missing, { reorderingDistance: this.reorderingDistance });
     this.subflowFields = mptcpSubflowFields(missing, { reorderingDistance: this.reorderingDistance });
-    this.mptcpFields = mptcpMetaFields(missing);
+    this.mptcpFields = mptcpMetaFields(missing, { mptcpUnmeasured: options.mptcpUnmeasured ?? [] });
     this.partial = availableKpis(TCP_KPI_FIELDS, missing).length < TCP_KPI_FIELDS.length;
-    this.mptcpPartial = availableKpis(MPTCP_META_KPI_FIELDS, missing).length < MPTCP_META_KPI_FIELDS.length;
+    this.mptcpPartial =
+      this.mptcpFields.length < PROFILE_IDENTITY_FIELDS.length + MPTCP_META_KPI_FIELDS.length;
   }
 
   /** A 64-bit delta: never negative (a kernel counter must not go back; counted if it does). */

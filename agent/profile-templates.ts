@@ -68,6 +68,22 @@ export const REORDERING_DISTANCE_FIELDS: readonly KpiField[] = [
 export interface ProfileFieldOptions {
   /** The out-of-order distance (meanReorderingDistance, varReorderingDistance). */
   reorderingDistance?: boolean;
+  /**
+   * MPTCP connection fields the source cannot measure (their probes did not load on this
+   * kernel): left out of template 47563, never sent as 0. See MPTCP_PROBE_FIELDS.
+   */
+  mptcpUnmeasured?: readonly string[];
+}
+
+/** MPTCP connection fields that come from optional probes, by the KPI name the loader reports. */
+export const MPTCP_PROBE_FIELDS: Readonly<Record<string, string>> = {
+  mptcpReinjectedSegments: 'reinjectionPacketOut',
+  mptcpOutOfOrder: 'reorderingPacketCount',
+};
+
+/** The MPTCP connection fields a list of unavailable KPIs (the loader's names) removes. */
+export function mptcpUnmeasuredFields(unavailable: readonly { kpi: string }[]): string[] {
+  return [...new Set(unavailable.map((u) => MPTCP_PROBE_FIELDS[u.kpi]).filter((f) => f !== undefined))];
 }
 
 /**
@@ -126,8 +142,17 @@ export function mptcpSubflowFields(
 }
 
 /** Field list of the MPTCP meta-connection template (47563). */
-export function mptcpMetaFields(missing: Iterable<keyof TcpCounters> = []): string[] {
-  return [...PROFILE_IDENTITY_FIELDS, ...availableKpis(MPTCP_META_KPI_FIELDS, missing).map((k) => k.name)];
+export function mptcpMetaFields(
+  missing: Iterable<keyof TcpCounters> = [],
+  options: ProfileFieldOptions = {},
+): string[] {
+  const unmeasured = new Set(options.mptcpUnmeasured ?? []);
+  return [
+    ...PROFILE_IDENTITY_FIELDS,
+    ...availableKpis(MPTCP_META_KPI_FIELDS, missing)
+      .map((k) => k.name)
+      .filter((n) => !unmeasured.has(n)),
+  ];
 }
 
 /** One template: id and field names. */
@@ -144,7 +169,7 @@ export function profileTemplates(
   const m = [...missing];
   return [
     { id: PROFILE_TEMPLATE_IDS.tcp, fields: tcpProfileFields(m, options) },
-    { id: PROFILE_TEMPLATE_IDS.mptcpMeta, fields: mptcpMetaFields(m) },
+    { id: PROFILE_TEMPLATE_IDS.mptcpMeta, fields: mptcpMetaFields(m, options) },
     { id: PROFILE_TEMPLATE_IDS.mptcpSubflow, fields: mptcpSubflowFields(m, options) },
   ];
 }

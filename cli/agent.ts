@@ -90,6 +90,7 @@ export async function runAgent(argv: string[]): Promise<number> {
               bootId,
               missing: [...source.missing],
               reorderingDistance: source.reorderingDistance ?? false,
+              mptcpUnmeasured: [...(source.mptcpUnmeasured ?? [])],
               activeTimeoutMs: config.activeTimeoutMs,
               maxConnections: config.maxConnections,
             },

@@ -15,8 +15,10 @@ import {
   MemorySource,
   type MptcpIdentity,
   mptcpFlowIdOf,
+  mptcpUnmeasuredFields,
   type ProbeEvent,
   type Profile,
+  profileTemplates,
   STATE,
   TCP_STATE,
   type TcpCounters,
@@ -35,8 +37,9 @@ interface Run {
   profiles: Profile[];
 }
 
-async function run(): Promise<Run> {
-  const source = new MemorySource();
+async function run(mptcpUnmeasured: string[] = []): Promise<Run> {
+  // A source whose kernel could not load some MPTCP probes says so, as the live source does.
+  const source = Object.assign(new MemorySource(), { mptcpUnmeasured });
   const profiles: Profile[] = [];
   const exporter = {
     send: (p: Profile) => profiles.push(p),
@@ -265,6 +268,34 @@ describe('MPTCP connections and subflows through the agent', () => {
     b.source.push(...both(close(1n, TCP_STATE.SYN_SENT), { state: TCP_STATE.CLOSE }));
     assert.deepEqual(transitionsOf(b.profiles.filter((p) => p.templateId === META)), ['1>6']);
     await b.agent.close();
+  });
+
+  it('MPTCP fields whose probes did not load are left out of the connection profiles, never sent as 0', async () => {
+    assert.deepEqual(
+      mptcpUnmeasuredFields([
+        { kpi: 'mptcpOutOfOrder' },
+        { kpi: 'ofoDistance' },
+        { kpi: 'mptcpReinjectedSegments' },
+      ]),
+      ['reorderingPacketCount', 'reinjectionPacketOut'],
+    );
+    const gone = ['reinjectionPacketOut', 'reorderingPacketCount'];
+    const meta = profileTemplates([], { mptcpUnmeasured: gone }).find((t) => t.id === META)!;
+    for (const f of gone) assert.ok(!meta.fields.includes(f), `${f} not in template 47563`);
+    assert.ok(meta.fields.includes('reinjectionOctetOut'));
+    const a = await run(gone);
+    a.source.push(...both(sub(1n, EVENT_KIND.activeEstablished), { reinjected: 3, ofo: 2 }));
+    a.source.push(
+      ...both(close(1n, TCP_STATE.ESTABLISHED), { state: TCP_STATE.CLOSE, reinjected: 3, ofo: 2 }),
+    );
+    const metas = a.profiles.filter((p) => p.templateId === META);
+    assert.ok(metas.length >= 2);
+    for (const p of metas) {
+      for (const f of gone) assert.equal(p.record[f], undefined, `${f} absent`);
+      assert.equal(typeof p.record['subflowCount'], 'number');
+      assert.deepEqual(Object.keys(p.record), meta.fields, 'the record holds exactly the template fields');
+    }
+    await a.agent.close();
   });
 
   it('a subflow removed while another goes on: its profiles end, the connection does not', async () => {
