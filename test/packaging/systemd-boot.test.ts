@@ -285,4 +285,33 @@ describe('systemd units under systemd (nspawn container)', () => {
       assert.equal(c.prop(u, 'Result'), 'success', u);
     }
   });
+
+  it("docs/deploy.md's narrow drop-in takes CAP_SYS_ADMIN and CAP_SYS_PTRACE away and the agent still starts", async (t) => {
+    if (skipped || !box) return t.skip('no container (see the test above)');
+    const c = box;
+    const docs = readFileSync(join(REPO, 'docs/deploy.md'), 'utf8');
+    const m = /```ini\n# (\/etc\/systemd\/system\/kpiflow-agent\.service\.d\/[\w.-]+)\n([\s\S]*?)```/.exec(
+      docs,
+    );
+    assert.ok(m, 'the drop-in block');
+    const [, path, body] = m;
+    assert.equal(c.run('mkdir', '-p', path!.slice(0, path!.lastIndexOf('/'))).status, 0);
+    assert.equal(
+      spawnSync('nsenter', ['-t', String(c.leader), '-a', '--', 'sh', '-c', `cat > ${path}`], { input: body })
+        .status,
+      0,
+    );
+    assert.equal(c.run('systemctl', 'daemon-reload').status, 0);
+    assert.equal(c.run('systemctl', 'restart', 'kpiflow-collector', 'kpiflow-agent').status, 0);
+    const journal = () => c.run('journalctl', '-u', 'kpiflow-agent', '-o', 'cat', '--no-pager').stdout;
+    const starts = journal().split('"msg":"agent started"').length;
+    for (let i = 0; i < 100 && journal().split('"msg":"agent started"').length === starts; i++)
+      await sleep(100);
+    assert.ok(journal().split('"msg":"agent started"').length > starts, journal());
+    const want = ['CAP_BPF', 'CAP_PERFMON', 'CAP_NET_ADMIN', 'CAP_SYSLOG'].reduce(
+      (mask, name) => mask | (1n << BigInt(CAP_NUMBERS[name]!)),
+      0n,
+    );
+    assert.equal(BigInt(`0x${c.status('kpiflow-agent')['CapEff']}`).toString(16), want.toString(16));
+  });
 });
