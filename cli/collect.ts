@@ -5,8 +5,34 @@
 import { pino } from 'pino';
 import { parseCollectorArgs, startCollector } from '../collector/index.js';
 
+const USAGE = `usage: kpiflow collect [options]
+
+  --ipfix-udp H:P | off        IPFIX over UDP (default 0.0.0.0:4739)
+  --ipfix-tcp H:P | off        IPFIX over TCP (default 0.0.0.0:4739)
+  --ipfix-tls H:P | off        IPFIX over TLS (default 0.0.0.0:4740, only with --tls-cert and --tls-key)
+  --tls-cert F --tls-key F     TLS certificate and key; --tls-ca F makes client certificates mandatory
+  --http H:P | off             HTTP API (default 127.0.0.1:9739)
+  --db FILE                    SQLite database (default kpiflow.db)
+  --store sqlite               the store (ClickHouse, --store clickhouse --clickhouse-url URL, is not built yet)
+  --retention D | off          delete profiles and flows older than D by flow start (default 30d)
+  --api-token T                bearer token for everything but /healthz
+  --batch-size N               rows written per batch (default 5000)
+  --flush-interval D           longest a record waits before it is written (default 200ms)
+  --max-pending N              rows received and not yet stored before records are dropped (default 200000)
+  --sqlite-layout blocks|rows  how profiles are stored (default blocks; docs/storage.md)
+  --sqlite-sync off|normal|full  SQLite synchronous mode of the writer (default normal)
+  --template-lifetime D        UDP template lifetime (default 30m)
+  --ingest FILE                ingest an RFC 5655 file at start (repeatable); --once exits after
+  --config FILE                JSON file with the same options in camelCase (flags override it)
+  --log-level L                pino level (default info); logs are JSON on stdout
+`;
+
 /** Runs the collector; resolves with the exit code. */
 export async function runCollect(argv: string[]): Promise<number> {
+  if (argv.includes('-h') || argv.includes('--help')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
   const config = parseCollectorArgs(argv);
   const log = pino({ level: config.logLevel, base: { service: 'kpiflow-collector' } });
   const collector = await startCollector(config, log);

@@ -66,7 +66,8 @@ export const COLLECTOR_DEFAULTS: CollectorConfig = {
 };
 
 /** Command-line flags and the config-file key each sets. */
-const FLAGS = {
+/** Command-line flags and the config keys they set (cli/collect.ts lists each in its usage). */
+export const COLLECTOR_FLAGS = {
   'ipfix-udp': 'ipfixUdp',
   'ipfix-tcp': 'ipfixTcp',
   'ipfix-tls': 'ipfixTls',
@@ -139,7 +140,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
     throw new CollectorError('COL_ERR_CONFIG_FILE', `${path}: expected a JSON object`);
-  const known = new Set<string>([...Object.values(FLAGS), 'once']);
+  const known = new Set<string>([...Object.values(COLLECTOR_FLAGS), 'once']);
   for (const k of Object.keys(obj)) {
     if (!known.has(k))
       throw new CollectorError(
@@ -156,7 +157,7 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
     config: { type: 'string' },
     once: { type: 'boolean' },
   };
-  for (const f of Object.keys(FLAGS))
+  for (const f of Object.keys(COLLECTOR_FLAGS))
     options[f] = { type: 'string', ...(f === 'ingest' ? { multiple: true } : {}) };
   let parsed: ReturnType<typeof parseArgs>;
   try {
@@ -169,7 +170,7 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
   const merged: Record<string, unknown> = { ...file };
   const where: Record<string, string> = {};
   for (const k of Object.keys(file)) where[k] = `${flags['config']}: ${k}`;
-  for (const [flag, key] of Object.entries(FLAGS)) {
+  for (const [flag, key] of Object.entries(COLLECTOR_FLAGS)) {
     if (flags[flag] !== undefined) {
       merged[key] = flags[flag];
       where[key] = `--${flag}`;

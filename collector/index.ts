@@ -4,6 +4,7 @@
 export { type Collector, openStore, startCollector } from './collector.js';
 export {
   COLLECTOR_DEFAULTS,
+  COLLECTOR_FLAGS,
   type CollectorConfig,
   parseCollectorArgs,
   parseDuration,

@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { COLLECTOR_FLAGS } from '../../collector/index.js';
 import { FIXTURES } from '../helpers/tools.js';
 
 const CLI = fileURLToPath(new URL('../../cli/kpiflow.js', import.meta.url));
@@ -85,5 +86,14 @@ describe('kpiflow demo codec', () => {
     assert.match(r.stdout, /decoded back: 306 records, of which 6 RFC 5610 type records/);
     assert.match(r.stdout, /\(65534\/8\)\s+stallCount : 0/, 'ipfixDump names our enterprise element');
     assert.match(r.stdout, /example_flows\.ipfix: 68 messages, 3979 flow records, 0 errors/);
+  });
+});
+
+describe('kpiflow collect --help', () => {
+  it('lists every flag the collector takes', () => {
+    const r = kpiflow(['collect', '--help']);
+    assert.equal(r.code, 0, r.stderr);
+    for (const f of [...Object.keys(COLLECTOR_FLAGS), 'once', 'config'])
+      assert.match(r.stdout, new RegExp(`--${f}\\b`), `--${f} in the usage`);
   });
 });
