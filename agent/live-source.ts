@@ -16,7 +16,7 @@ interface LiveProbesLike {
   readonly unavailable?: readonly { kpi: string; reason: string }[];
   subscribe(onEvents: (events: ProbeEvent[]) => void, onLost?: (count: number) => void): { close(): void };
   snapshot(namespaces?: readonly NamespaceLike[]): ProbeEvent[];
-  readonly snapshotErrors?: readonly { path: string }[];
+  readonly snapshotErrors?: readonly { path: string; error?: string }[];
   close(): void;
 }
 
@@ -84,7 +84,7 @@ export async function openLiveSource(options: LiveSourceOptions = {}): Promise<E
   const log = options.log?.child({ component: 'live-source' });
   if (probes.unavailable?.length)
     log?.warn({ unavailable: probes.unavailable }, 'KPIs this kernel cannot measure');
-  return new LiveSource(probes, loader.listNetworkNamespaces);
+  return new LiveSource(probes, loader.listNetworkNamespaces, log);
 }
 
 class LiveSource implements EventSource {
@@ -95,10 +95,13 @@ class LiveSource implements EventSource {
   private sink: EventSink | null = null;
   private sub: { close(): void } | null = null;
   private scanning = false;
+  /** Namespaces whose walk failed, each logged once (a narrowed capability set shows here). */
+  private readonly unwalkable = new Set<string>();
 
   constructor(
     private readonly probes: LiveProbesLike,
     private readonly namespaces?: () => NamespaceLike[],
+    private readonly log?: Logger,
   ) {
     this.missing = probes.missing;
     // The loader lists the distance as unavailable unless the per-packet program is attached.
@@ -167,10 +170,21 @@ class LiveSource implements EventSource {
         return finish(false);
       }
       // A namespace that could not be walked (gone meanwhile) proves nothing about its sockets.
-      if ((this.probes.snapshotErrors ?? []).length === 0) walked.add(ns.inode);
+      const failed = this.probes.snapshotErrors ?? [];
+      if (failed.length === 0) walked.add(ns.inode);
+      for (const f of failed) if (!this.unwalkable.has(f.path)) this.noteUnwalkable(f);
       deliver(events, 0, () => setImmediate(() => step(i + 1)));
     };
     step(0);
+  }
+
+  /** Logs, once per namespace, that its sockets could not be walked (and why). */
+  private noteUnwalkable(f: { path: string; error?: string }): void {
+    this.unwalkable.add(f.path);
+    this.log?.warn(
+      { namespace: f.path, error: f.error },
+      'cannot walk the sockets of this network namespace (gone, or not permitted: CAP_SYS_ADMIN, CAP_SYS_PTRACE); its open connections are not picked up',
+    );
   }
 
   private scanAtOnce(sink: EventSink): void {
