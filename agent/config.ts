@@ -2,7 +2,8 @@
  * `kpiflow agent` options: flags override the JSON config file, which overrides the defaults.
  * Every option is validated with a message that names it (the flag, or `FILE: key`).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { AgentError } from './errors.js';
 import { type ExportTarget, parseExportTarget } from './export-target.js';
@@ -27,6 +28,8 @@ export interface AgentConfig {
   perPacket: boolean;
   /** Follow only the network namespace of this inode (from --netns NAME|PATH|INODE); null: all. */
   netns: number | null;
+  /** The cgroup v2 directory sockops attaches to; null: the root of the first cgroup2 mount. */
+  cgroup: string | null;
   /** Prometheus /metrics listener, or null. */
   metrics: { host: string; port: number } | null;
   /** On-disk spool for profiles the collector cannot take yet; null keeps memory only. */
@@ -55,6 +58,7 @@ export const AGENT_DEFAULTS: AgentConfig = {
   ringBytes: null,
   perPacket: false,
   netns: null,
+  cgroup: null,
   metrics: null,
   spoolDir: null,
   spoolMaxBytes: 64 * 1024 * 1024,
@@ -79,6 +83,7 @@ const FLAGS = {
   'max-connections': 'maxConnections',
   'ring-size': 'ringSize',
   netns: 'netns',
+  cgroup: 'cgroup',
   metrics: 'metrics',
   'spool-dir': 'spoolDir',
   'spool-max': 'spoolMax',
@@ -126,6 +131,8 @@ export const AGENT_USAGE = `usage: kpiflow agent [options]
                             off by default: it costs CPU per packet
   --netns NAME|PATH|INODE   live: follow only this network namespace (an \`ip netns\` name, a
                             netns file such as /proc/PID/ns/net, or its inode); default: all
+  --cgroup DIR              live: the cgroup v2 directory the sockops program attaches to
+                            (default: the root of the first cgroup2 mount), e.g. in a container
   --metrics H:P|off         serve Prometheus /metrics (default off)
   --spool-dir DIR           keep profiles on disk while the collector is down (default: memory only)
   --spool-max SIZE          largest spool, e.g. 64M (default 64M); the oldest profiles go first
@@ -279,6 +286,12 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     c.ringBytes = n;
   }
   if (has('netns')) c.netns = netnsInode(name('netns'), str(name('netns'), merged['netns']));
+  if (has('cgroup')) {
+    const dir = str(name('cgroup'), merged['cgroup']);
+    if (!existsSync(join(dir, 'cgroup.procs')))
+      throw bad(name('cgroup'), `${dir} is not a cgroup v2 directory (no cgroup.procs)`);
+    c.cgroup = dir;
+  }
   c.perPacket = flags['per-packet'] === true || file['perPacket'] === true;
   if (has('metrics')) c.metrics = parseHostPort(name('metrics'), merged['metrics']);
   if (has('spoolDir'))
@@ -319,6 +332,8 @@ export function parseAgentArgs(argv: string[]): AgentConfig {
     );
   if (c.netns !== null && c.source.kind !== 'live')
     throw bad(name('netns'), 'filters the live source only (a replay holds what was recorded)');
+  if (c.cgroup !== null && c.source.kind !== 'live')
+    throw bad(name('cgroup'), 'applies to the live source only (where the probes attach)');
   if (c.record !== null && c.source.kind !== 'live')
     throw bad(name('record'), 'records the live source only (a replay is already a file)');
   if (c.localNet !== null && c.source.kind !== 'pcap')

@@ -78,6 +78,7 @@ export async function runAgent(argv: string[]): Promise<number> {
           ...(config.ringBytes === null ? {} : { ringBytes: config.ringBytes }),
           perPacket: config.perPacket,
           ...(config.netns === null ? {} : { netns: config.netns }),
+          ...(config.cgroup === null ? {} : { cgroupPath: config.cgroup }),
         },
       });
       if (config.record !== null) {

@@ -66,6 +66,23 @@ describe('agent options', () => {
       code: 'AGT_ERR_CONFIG',
       message: /--netns: filters the live source only/,
     });
+    // --cgroup: a cgroup v2 directory (it has cgroup.procs), live only.
+    assert.equal(both.cgroup, null, 'the cgroup2 root by default');
+    const dir = mkdtempSync(join(tmpdir(), 'kpiflow-cgroup-'));
+    try {
+      writeFileSync(join(dir, 'cgroup.procs'), '');
+      assert.equal(parseAgentArgs(['--cgroup', dir]).cgroup, dir);
+      assert.throws(() => parseAgentArgs(['--cgroup', tmpdir()]), {
+        code: 'AGT_ERR_CONFIG',
+        message: /--cgroup: .* is not a cgroup v2 directory/,
+      });
+      assert.throws(() => parseAgentArgs(['--source', 'pcap:x.pcap', '--cgroup', dir]), {
+        code: 'AGT_ERR_CONFIG',
+        message: /--cgroup: applies to the live source only/,
+      });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('every bad value is refused with a message naming the option where it came from', () => {
