@@ -6,23 +6,14 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { DemoSummary } from '../../demo/run.js';
+import { type DemoSummary, freePort } from '../../demo/run.js';
 
 const CLI = fileURLToPath(new URL('../../cli/kpiflow.js', import.meta.url));
 const RECORDED = fileURLToPath(new URL('../../../demo/recordings/demo.summary.json', import.meta.url));
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 describe('kpiflow demo --replay', () => {
   it('replays the recorded live demo into the summary the live run printed', async () => {

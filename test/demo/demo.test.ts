@@ -12,26 +12,17 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { DemoSummary } from '../../demo/run.js';
+import { type DemoSummary, freePort } from '../../demo/run.js';
 import { requireRoot, rootUnavailableReason } from '../helpers/netns.js';
 import { hasTool, requireTools } from '../helpers/tools.js';
 
 const CLI = fileURLToPath(new URL('../../cli/kpiflow.js', import.meta.url));
 const DASHBOARDS = fileURLToPath(new URL('../../../dashboards/', import.meta.url));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 interface Target {
   refId: string;
