@@ -176,6 +176,38 @@ function subflowAt(line: MpLine, port: number): SubflowInfo {
   return s;
 }
 
+/**
+ * Starts an MPTCP server on path 1 and a client uploading `total` bytes to it in 64 KiB chunks
+ * every `intervalMs` (the reply: 1000 bytes), both pushed to `peers`; `extra` are more client
+ * flags. Resolves once the server listens and the client is started.
+ */
+async function startUpload(
+  { client, server }: { client: MptcpHost; server: MptcpHost },
+  peers: Peer[],
+  port: number,
+  total: number,
+  intervalMs: number,
+  ...extra: string[]
+): Promise<{ srv: Peer; cli: Peer }> {
+  const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
+  peers.push(srv);
+  await srv.phase('listening');
+  const cli = startMptcpPeer(client, [
+    'client',
+    server.addr1,
+    port,
+    total,
+    1000,
+    '--chunk',
+    65536,
+    '--interval',
+    intervalMs,
+    ...extra,
+  ]);
+  peers.push(cli);
+  return { srv, cli };
+}
+
 describe('kpiflow agent --source live, MPTCP over two paths, profiles read back from kpiflow collect', {
   concurrency: false,
 }, () => {
@@ -232,21 +264,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
           const port = ipv6 ? 6109 : 6101;
           const total = 8 << 20;
           signal(server);
-          const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-          peers.push(srv);
-          await srv.phase('listening');
-          const cli = startMptcpPeer(client, [
-            'client',
-            server.addr1,
-            port,
-            total,
-            1000,
-            '--chunk',
-            65536,
-            '--interval',
-            2,
-          ]);
-          peers.push(cli);
+          const { srv, cli } = await startUpload({ client, server }, peers, port, total, 2);
           const connected = await phase(cli, 'connected');
           const cport = Number(connected['local_port']);
           const done = await phase(cli, 'done');
@@ -348,21 +366,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         const replayed = join(capDir, 'replay.ipfix');
         signal(server);
         capture = await startCapture(client, cap, port);
-        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-        peers.push(srv);
-        await srv.phase('listening');
-        const cli = startMptcpPeer(client, [
-          'client',
-          server.addr1,
-          port,
-          total,
-          1000,
-          '--chunk',
-          65536,
-          '--interval',
-          10,
-        ]);
-        peers.push(cli);
+        const { srv, cli } = await startUpload({ client, server }, peers, port, total, 10);
         const cport = Number((await phase(cli, 'connected'))['local_port']);
         await phase(cli, 'done');
         cli.release();
@@ -427,21 +431,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         signal(server);
         const reinjectedBefore = mptcpExt(client, 'MPTCPRetrans');
         const ofoBefore = mptcpExt(server, 'OFOQueue');
-        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-        peers.push(srv);
-        await srv.phase('listening');
-        const cli = startMptcpPeer(client, [
-          'client',
-          server.addr1,
-          port,
-          total,
-          1000,
-          '--chunk',
-          65536,
-          '--interval',
-          10,
-        ]);
-        peers.push(cli);
+        const { srv, cli } = await startUpload({ client, server }, peers, port, total, 10);
         const connected = await phase(cli, 'connected');
         const cport = Number(connected['local_port']);
         // Path 1 (the scheduler's favourite: lowest RTT) goes dark for 2.5 s mid-transfer.
@@ -568,21 +558,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
     await scenario(async ({ client, server }, peers) => {
       const port = 6110;
       const total = 24 << 20;
-      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-      peers.push(srv);
-      await srv.phase('listening');
-      const cli = startMptcpPeer(client, [
-        'client',
-        server.addr1,
-        port,
-        total,
-        1000,
-        '--chunk',
-        65536,
-        '--interval',
-        10,
-      ]);
-      peers.push(cli);
+      const { srv, cli } = await startUpload({ client, server }, peers, port, total, 10);
       const cport = Number((await phase(cli, 'connected'))['local_port']);
       await sleep(500);
       clientSubflowEndpoint(client, server);
@@ -622,21 +598,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       const total = 24 << 20;
       const joinsBefore = mptcpExt(client, 'MPJoinSynAckRx');
       const rmBefore = mptcpExt(client, 'RmAddr');
-      const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-      peers.push(srv);
-      await srv.phase('listening');
-      const cli = startMptcpPeer(client, [
-        'client',
-        server.addr1,
-        port,
-        total,
-        1000,
-        '--chunk',
-        65536,
-        '--interval',
-        10,
-      ]);
-      peers.push(cli);
+      const { srv, cli } = await startUpload({ client, server }, peers, port, total, 10);
       const connected = await phase(cli, 'connected');
       const cport = Number(connected['local_port']);
       assert.equal(connected.subflows.length, 1, 'one path at the start');
@@ -700,21 +662,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         const replayed = join(work, 'replay.ipfix');
         own = await AgentProcess.start(['--record', rec, '--export', `file:${live}`, '--ring-size', '64M']);
         signal(server);
-        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-        peers.push(srv);
-        await srv.phase('listening');
-        const cli = startMptcpPeer(client, [
-          'client',
-          server.addr1,
-          port,
-          total,
-          1000,
-          '--chunk',
-          65536,
-          '--interval',
-          10,
-        ]);
-        peers.push(cli);
+        const { srv, cli } = await startUpload({ client, server }, peers, port, total, 10);
         await phase(cli, 'connected');
         await sleep(500);
         nftAdd(server, 'kfmprec', 'input', `ip saddr ${client.addr1} drop`);
@@ -880,22 +828,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         const total = 12 << 20;
         const out = join(work, 'adopt.ipfix');
         signal(server);
-        const srv = startMptcpPeer(server, ['server', server.addr1, port, 1000]);
-        peers.push(srv);
-        await srv.phase('listening');
-        const cli = startMptcpPeer(client, [
-          'client',
-          server.addr1,
-          port,
-          total,
-          1000,
-          '--chunk',
-          65536,
-          '--interval',
-          20,
-          '--gate',
-        ]);
-        peers.push(cli);
+        const { srv, cli } = await startUpload({ client, server }, peers, port, total, 20, '--gate');
         const cport = Number((await phase(cli, 'connected'))['local_port']);
         // Both subflows up before the agent starts.
         const deadline = Date.now() + 10_000;
