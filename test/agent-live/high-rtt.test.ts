@@ -6,44 +6,16 @@
  * also the high-RTT destination `make demo` shows.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { addDelayedDestination } from '../../demo/delay-path.js';
-import { CollectorProcess } from '../helpers/collector-process.js';
-import { createNetnsPair, rootUnavailableReason } from '../helpers/netns.js';
+import { createNetnsPair } from '../helpers/netns.js';
 import { requireTools } from '../helpers/tools.js';
-import { AgentProcess, connectionProfiles, num, type Peer, requireLive, startPeer } from './live-harness.js';
+import { connectionProfiles, liveStack, num, type Peer, requireLive, startPeer } from './live-harness.js';
 
 const DELAY_MS = 100;
 
 describe('kpiflow agent --source live, RTT on a delayed path', () => {
-  let dir = '';
-  let collector: CollectorProcess | null = null;
-  let agent: AgentProcess | null = null;
-
-  before(async () => {
-    if (rootUnavailableReason() !== null) return;
-    dir = mkdtempSync(join(tmpdir(), 'kpiflow-rtt-'));
-    collector = await CollectorProcess.start({ dir });
-    agent = await AgentProcess.start([
-      '--export',
-      `tcp://127.0.0.1:${collector.tcp.port}`,
-      '--flush-interval',
-      '50ms',
-    ]);
-  });
-
-  after(async () => {
-    try {
-      if (agent) assert.equal(await agent.stop(), 0, `agent exit code; stderr: ${agent.stderr}`);
-    } finally {
-      await agent?.kill();
-      await collector?.kill();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  const stack = liveStack('rtt');
 
   it(`a destination behind a ${DELAY_MS} ms delay: the profile's RTT is the kernel's srtt, the direct path's is far lower`, async (t) => {
     if (!requireLive(t)) return;
@@ -83,7 +55,7 @@ describe('kpiflow agent --source live, RTT on a delayed path', () => {
         kernelRtt >= DELAY_MS * 1000,
         `kernel srtt ${kernelRtt} us includes the ${DELAY_MS} ms delay`,
       );
-      const prof = await connectionProfiles(collector!, pair.a.ipv4, results['delayed']!.port);
+      const prof = await connectionProfiles(stack().collector, pair.a.ipv4, results['delayed']!.port);
       const last = prof.at(-1)!;
       assert.equal(last['destinationAddress'], far);
       const rtt = num(last, 'meanLatencyMicroseconds');
@@ -94,7 +66,7 @@ describe('kpiflow agent --source live, RTT on a delayed path', () => {
         `profile RTT ${rtt} us vs TCP_INFO ${kernelRtt} us`,
       );
       assert.equal(num(last, 'meanLatencyMilliseconds'), Math.round(rtt / 1000));
-      const direct = await connectionProfiles(collector!, pair.a.ipv4, results['direct']!.port);
+      const direct = await connectionProfiles(stack().collector, pair.a.ipv4, results['direct']!.port);
       const drtt = num(direct.at(-1)!, 'meanLatencyMicroseconds');
       assert.ok(drtt < rtt / 10, `direct path RTT ${drtt} us well under the delayed ${rtt} us`);
     } finally {

@@ -11,16 +11,12 @@
  * of its own addresses and ports.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
-import { CollectorProcess } from '../helpers/collector-process.js';
-import { createNetnsPair, type NetnsPair, rootUnavailableReason } from '../helpers/netns.js';
+import { describe, it } from 'node:test';
+import { createNetnsPair, type NetnsPair } from '../helpers/netns.js';
 import {
-  AgentProcess,
   type ApiProfile,
   connectionProfiles,
+  liveStack,
   num,
   type Peer,
   requireLive,
@@ -32,38 +28,8 @@ import { LIVE_SCENARIOS } from './scenarios.js';
 describe('kpiflow agent --source live, impaired links, profiles read back from kpiflow collect', {
   concurrency: true,
 }, () => {
-  let dir = '';
-  let collector: CollectorProcess | null = null;
-  let agent: AgentProcess | null = null;
-
-  before(async () => {
-    if (rootUnavailableReason() !== null) return;
-    dir = mkdtempSync(join(tmpdir(), 'kpiflow-live-'));
-    collector = await CollectorProcess.start({ dir });
-    agent = await AgentProcess.start([
-      '--export',
-      `tcp://127.0.0.1:${collector.tcp.port}`,
-      // Profiles reach the collector within 50 ms: the tests poll for them.
-      '--flush-interval',
-      '50ms',
-      // A busy host (benchmarks running alongside) can fill the default 4 MiB ring in a second.
-      '--ring-size',
-      '64M',
-    ]);
-  });
-
-  after(async () => {
-    try {
-      // What went wrong on the agent's side, for whoever reads a failure.
-      for (const l of agent?.logs ?? [])
-        if (Number(l['level']) >= 40) process.stderr.write(`agent: ${JSON.stringify(l).slice(0, 600)}\n`);
-      if (agent) assert.equal(await agent.stop(), 0, `agent exit code; stderr: ${agent.stderr}`);
-    } finally {
-      await agent?.kill();
-      await collector?.kill();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  // A busy host (benchmarks running alongside) can fill the default 4 MiB ring in a second.
+  const stack = liveStack('live', ['--ring-size', '64M']);
 
   /** Runs `fn` with a fresh namespace pair and the peers it starts, all removed afterwards. */
   async function scenario(fn: (pair: NetnsPair, peers: Peer[]) => Promise<void>): Promise<void> {
@@ -81,7 +47,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     if (!requireLive(t)) return;
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['syn-drop']!.run(pair, peers, {});
-      const profiles = await connectionProfiles(collector!, pair.a.ipv4, Number(f['clientPort']));
+      const profiles = await connectionProfiles(stack().collector, pair.a.ipv4, Number(f['clientPort']));
       assert.deepEqual(transitions(profiles), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
       const hs = profiles[0]!;
       // Kernel's word: one retransmission (the SYN) by the time connect() returned.
@@ -105,7 +71,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['blackhole']!.run(pair, peers, {});
       const cport = Number(f['clientPort']);
-      const cprof = await connectionProfiles(collector!, pair.a.ipv4, cport);
+      const cprof = await connectionProfiles(stack().collector, pair.a.ipv4, cport);
       assert.deepEqual(transitions(cprof), [
         'NEW>ESTABLISHED',
         'ESTABLISHED>UPDATE',
@@ -123,7 +89,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
       assert.equal(f['received'], f['reply']);
       assert.equal(sum(cprof, 'transferredOctetTotalCount'), f['total']);
       assert.equal(sum(cprof, 'receivedOctetTotalCount'), f['reply']);
-      const sprof = await connectionProfiles(collector!, pair.b.ipv4, Number(f['serverPort']));
+      const sprof = await connectionProfiles(stack().collector, pair.b.ipv4, Number(f['serverPort']));
       assert.equal(sprof[0]!.destinationTransportPort, cport);
       assert.equal(f['serverReceived'], f['total']);
       assert.equal(sum(sprof, 'transferredOctetTotalCount'), f['reply']);
@@ -141,7 +107,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     if (!requireLive(t)) return;
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['loss']!.run(pair, peers, {});
-      const prof = await connectionProfiles(collector!, pair.a.ipv4, Number(f['clientPort']));
+      const prof = await connectionProfiles(stack().collector, pair.a.ipv4, Number(f['clientPort']));
       const retrans = Number(f['totalRetrans']);
       assert.ok(retrans > 0, 'the loss made the kernel retransmit');
       assert.equal(sum(prof, 'retransmittedPacketTotalCount'), retrans);
@@ -156,7 +122,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['refused']!.run(pair, peers, {});
       assert.equal(f['error'], 'ECONNREFUSED', 'the kernel refused it (reset in SYN_SENT)');
-      const prof = await connectionProfiles(collector!, pair.a.ipv4, Number(f['clientPort']));
+      const prof = await connectionProfiles(stack().collector, pair.a.ipv4, Number(f['clientPort']));
       assert.deepEqual(transitions(prof), ['NEW>UNREACHABLE']);
       assert.equal(num(prof[0]!, 'transferredOctetTotalCount'), 0);
       assert.equal(num(prof[0]!, 'timeToEstablishMilliseconds'), 0);
@@ -169,10 +135,10 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['reset']!.run(pair, peers, {});
       assert.equal(f['serverError'], 'ECONNRESET', 'the server’s kernel got the reset');
-      const cprof = await connectionProfiles(collector!, pair.a.ipv6, Number(f['clientPort']));
+      const cprof = await connectionProfiles(stack().collector, pair.a.ipv6, Number(f['clientPort']));
       assert.deepEqual(transitions(cprof), ['NEW>ESTABLISHED', 'ESTABLISHED>BROKEN']);
       assert.equal(cprof[0]!['ipVersion'], 6);
-      const sprof = await connectionProfiles(collector!, pair.b.ipv6, Number(f['serverPort']));
+      const sprof = await connectionProfiles(stack().collector, pair.b.ipv6, Number(f['serverPort']));
       assert.deepEqual(transitions(sprof), ['NEW>ESTABLISHED', 'ESTABLISHED>BROKEN']);
     });
   });
@@ -184,7 +150,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
       // The server read TCP_INFO after EOF: nothing arrives out of order after that.
       const ooo = Number(f['serverRcvOoopack']);
       assert.ok(ooo > 0, 'segments after each lost one arrived out of order');
-      const sprof = await connectionProfiles(collector!, pair.b.ipv6, Number(f['serverPort']));
+      const sprof = await connectionProfiles(stack().collector, pair.b.ipv6, Number(f['serverPort']));
       assert.equal(sum(sprof, 'reorderingPacketCount'), ooo);
       assert.equal(sum(sprof, 'receivedOctetTotalCount'), f['total']);
       // Without the per-packet mode the distance is not measured: absent, never 0.
@@ -199,7 +165,7 @@ describe('kpiflow agent --source live, impaired links, profiles read back from k
     if (!requireLive(t)) return;
     await scenario(async (pair, peers) => {
       const f = await LIVE_SCENARIOS['dup-acks']!.run(pair, peers, {});
-      const sprof = await connectionProfiles(collector!, pair.b.ipv4, Number(f['serverPort']));
+      const sprof = await connectionProfiles(stack().collector, pair.b.ipv4, Number(f['serverPort']));
       const dups = sum(sprof, 'duplicatePacketTotalCount');
       assert.ok(dups > 0, 'the receiver got data it had already acknowledged');
       assert.equal(dups, f['delayedAckLost']);

@@ -7,13 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import type { TestContext } from 'node:test';
+import { after, before, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type CollectorProcess, KPIFLOW, type Metrics, parseMetrics } from '../helpers/collector-process.js';
+import { CollectorProcess, KPIFLOW, type Metrics, parseMetrics } from '../helpers/collector-process.js';
 import { startPythonPeer } from '../helpers/json-peer.js';
-import { type NetnsHost, requireRoot } from '../helpers/netns.js';
+import { type NetnsHost, requireRoot, rootUnavailableReason } from '../helpers/netns.js';
 import { IN_CI, requireTools } from '../helpers/tools.js';
 
 /** The peer script, from the source tree (tests run from dist/). */
@@ -252,4 +254,52 @@ export async function connectionProfiles(
     timeoutMs,
   );
   return found;
+}
+
+/** A collector and a live agent exporting to it, shared by the tests of one file. */
+export interface LiveStack {
+  collector: CollectorProcess;
+  agent: AgentProcess;
+}
+
+/**
+ * Registers the hooks of a test file (or describe block) whose tests share one collector and one
+ * live agent exporting to it over TCP with 50 ms flushes (`agentArgs` added): started before the
+ * tests where root is available, stopped after them (the agent must exit 0; its warnings are
+ * printed for whoever reads a failure). The returned function gives the stack inside a test.
+ */
+export function liveStack(name: string, agentArgs: string[] = []): () => LiveStack {
+  let dir = '';
+  let stack: LiveStack | null = null;
+  let agent: AgentProcess | null = null;
+  let collector: CollectorProcess | null = null;
+  before(async () => {
+    if (rootUnavailableReason() !== null) return;
+    dir = mkdtempSync(join(tmpdir(), `kpiflow-${name}-`));
+    collector = await CollectorProcess.start({ dir });
+    agent = await AgentProcess.start([
+      '--export',
+      `tcp://127.0.0.1:${collector.tcp.port}`,
+      // Profiles reach the collector within 50 ms: the tests poll for them.
+      '--flush-interval',
+      '50ms',
+      ...agentArgs,
+    ]);
+    stack = { collector, agent };
+  });
+  after(async () => {
+    try {
+      for (const l of agent?.logs ?? [])
+        if (Number(l['level']) >= 40) process.stderr.write(`agent: ${JSON.stringify(l).slice(0, 600)}\n`);
+      if (agent) assert.equal(await agent.stop(), 0, `agent exit code; stderr: ${agent.stderr}`);
+    } finally {
+      await agent?.kill();
+      await collector?.kill();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    }
+  });
+  return () => {
+    if (!stack) throw new Error(`${name}: no collector and agent (root unavailable?)`);
+    return stack;
+  };
 }

@@ -13,16 +13,16 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import { copyEventFile, EVENT_KIND } from '../../agent/index.js';
-import { CollectorProcess, KPIFLOW } from '../helpers/collector-process.js';
+import { type CollectorProcess, KPIFLOW } from '../helpers/collector-process.js';
 import type { Peer } from '../helpers/json-peer.js';
-import { rootUnavailableReason } from '../helpers/netns.js';
 import { requireTools } from '../helpers/tools.js';
 import { profileLines } from '../replay/events-profiles.js';
 import {
   AgentProcess,
   type ApiProfile,
+  liveStack,
   nftAdd,
   nftDelete,
   num,
@@ -211,35 +211,8 @@ async function startUpload(
 describe('kpiflow agent --source live, MPTCP over two paths, profiles read back from kpiflow collect', {
   concurrency: false,
 }, () => {
-  let dir = '';
-  let collector: CollectorProcess | null = null;
-  let agent: AgentProcess | null = null;
-
-  before(async () => {
-    if (rootUnavailableReason() !== null) return;
-    dir = mkdtempSync(join(tmpdir(), 'kpiflow-mptcp-'));
-    collector = await CollectorProcess.start({ dir });
-    agent = await AgentProcess.start([
-      '--export',
-      `tcp://127.0.0.1:${collector.tcp.port}`,
-      '--flush-interval',
-      '50ms',
-      '--ring-size',
-      '64M',
-    ]);
-  });
-
-  after(async () => {
-    try {
-      for (const l of agent?.logs ?? [])
-        if (Number(l['level']) >= 40) process.stderr.write(`agent: ${JSON.stringify(l).slice(0, 600)}\n`);
-      if (agent) assert.equal(await agent.stop(), 0, `agent exit code; stderr: ${agent.stderr}`);
-    } finally {
-      await agent?.kill();
-      await collector?.kill();
-      if (dir) rmSync(dir, { recursive: true, force: true });
-    }
-  });
+  // A busy host (benchmarks running alongside) can fill the default 4 MiB ring in a second.
+  const stack = liveStack('mptcp', ['--ring-size', '64M']);
 
   /** Runs `fn` with a fresh two-path topology and the peers it starts, all removed afterwards. */
   async function scenario(
@@ -284,7 +257,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
             [client.addr1, client.addr2].sort(),
           );
 
-          const cp = await mptcpProfiles(collector!, client, cport, 2);
+          const cp = await mptcpProfiles(stack().collector, client, cport, 2);
           // The connection: its handshake, then one profile with both subflows, finished.
           assert.deepEqual(transitions(cp.meta), ['NEW>ESTABLISHED', 'ESTABLISHED>FINISHED']);
           assert.equal(cp.meta.filter((p) => num(p, 'subflowCount') === 2).length, 1);
@@ -322,7 +295,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
 
           // The collector returns the connection with its subflows under its flowId.
           const flowId = String(cp.meta[0]!.flowId);
-          const conn = await collector!.json<{ flowId: number | string; items: ApiProfile[] }>(
+          const conn = await stack().collector.json<{ flowId: number | string; items: ApiProfile[] }>(
             `/api/v1/connections/${flowId}`,
           );
           assert.equal(String(conn.flowId), flowId);
@@ -337,7 +310,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
             [1, 2],
           );
           // The server's view of the same connection: its own flowId, both subflows, all bytes.
-          const sp = await mptcpProfiles(collector!, server, port, 2);
+          const sp = await mptcpProfiles(stack().collector, server, port, 2);
           assert.equal(sp.meta.at(-1)!.endState, 'FINISHED');
           assert.equal(sum(sp.meta, 'receivedOctetTotalCount'), total);
           assert.equal(sum(sp.meta, 'transferredOctetTotalCount'), 1000);
@@ -372,7 +345,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         cli.release();
         await cli.phase('closed');
         await srv.phase('done');
-        const live = await mptcpProfiles(collector!, client, cport, 2);
+        const live = await mptcpProfiles(stack().collector, client, cport, 2);
         assert.equal(
           await capture.stop(),
           0,
@@ -453,7 +426,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         assert.ok(bytesRetrans > 0, 'the kernel reinjected at connection level');
         assert.ok(reinjectedSegments > 0, 'MPTcpExtMPTCPRetrans counted the reinjected segments');
 
-        const cp = await mptcpProfiles(collector!, client, cport, 2);
+        const cp = await mptcpProfiles(stack().collector, client, cport, 2);
         const stalled = cp.subflows.get(1)!;
         const k1 = subflowAt(done, stalled[0]!.sourceTransportPort);
         // The blackholed subflow: its RTOs are its stalls, as its TCP_INFO counts them.
@@ -482,7 +455,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         }
         // The receiving end: data that came ahead of the connection-level sequence while path 1
         // was dark went to its out-of-order queue, as its namespace's MPTcpExtOFOQueue counted.
-        const sp = await mptcpProfiles(collector!, server, port, 2);
+        const sp = await mptcpProfiles(stack().collector, server, port, 2);
         assert.ok(outOfOrder > 0, 'the server queued data out of order at connection level');
         assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
         assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
@@ -537,8 +510,8 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         assert.equal(sdone['received'], total);
         assert.ok(outOfOrder > 0, 'the lossy path put data out of order at connection level');
 
-        const sp = await mptcpProfiles(collector!, server, port, 2);
-        const cp = await mptcpProfiles(collector!, client, cport, 2);
+        const sp = await mptcpProfiles(stack().collector, server, port, 2);
+        const cp = await mptcpProfiles(stack().collector, client, cport, 2);
         assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
         assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
         assert.equal(sum(cp.meta, 'reinjectionPacketOut'), reinjectedSegments);
@@ -577,7 +550,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       await cli.phase('closed');
       assert.equal((await phase(srv, 'done'))['received'], total);
       assert.equal(done.subflows.filter((x) => x['local_address'] === client.addr2).length, 0, 'removed');
-      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      const cp = await mptcpProfiles(stack().collector, client, cport, 2);
       const added = cp.subflows.get(Number(joined['id']))!;
       assert.ok(added, `the joined subflow (kernel id ${joined['id']}) has profiles`);
       assert.equal(added[0]!.sourceTransportPort, joined['local_port']);
@@ -625,7 +598,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       assert.ok(mptcpExt(client, 'RmAddr') - rmBefore >= 1, 'kernel: the address was withdrawn');
       assert.equal(done.subflows.filter((s) => s['local_address'] === client.addr2).length, 0);
 
-      const cp = await mptcpProfiles(collector!, client, cport, 2);
+      const cp = await mptcpProfiles(stack().collector, client, cport, 2);
       assert.deepEqual([...cp.subflows.keys()].sort(), [1, 2]);
       const added = cp.subflows.get(2)!;
       const end = cp.meta.at(-1)!;
@@ -743,8 +716,8 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       await srv.phase('done');
       assert.ok(done['info_error'], 'MPTCP_INFO refused: the connection fell back');
       let mine: ApiProfile[] = [];
-      await collector!.until('the fallen-back subflow ended', async () => {
-        mine = (await profilesFrom(collector!, client.addr1))
+      await stack().collector.until('the fallen-back subflow ended', async () => {
+        mine = (await profilesFrom(stack().collector, client.addr1))
           .filter((p) => p.sourceTransportPort === cport)
           .sort(byTime);
         return TERMINAL.includes(mine.at(-1)?.endState ?? '');
@@ -758,7 +731,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       assert.equal(sum(mine, 'receivedOctetTotalCount'), 1000);
       assert.equal(mptcpExt(client, 'MPCapableFallbackSYNACK') - fallbacksBefore, 1, 'kernel: one fallback');
       await sleep(300);
-      const metas = (await profilesFrom(collector!, client.addr1)).filter(
+      const metas = (await profilesFrom(stack().collector, client.addr1)).filter(
         (p) => p['templateId'] === META && p.sourceTransportPort === cport,
       );
       assert.equal(metas.length, 0);
@@ -772,7 +745,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       const n = 50;
       const send = 256 << 10;
       signal(server);
-      const lostBefore = (await agent!.metrics()).get('kpiflow_agent_lost_events_total') ?? 0;
+      const lostBefore = (await stack().agent.metrics()).get('kpiflow_agent_lost_events_total') ?? 0;
       const srv = startMptcpPeer(server, ['many-server', server.addr1, port, n]);
       peers.push(srv);
       await srv.phase('listening');
@@ -788,10 +761,10 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
       assert.equal(ports.length, n);
       assert.ok(Object.values(sdone.received).every((b) => b === send));
       let metas: ApiProfile[] = [];
-      await collector!.until(
+      await stack().collector.until(
         `${n} MPTCP connections ended`,
         async () => {
-          metas = (await profilesFrom(collector!, client.addr1)).filter(
+          metas = (await profilesFrom(stack().collector, client.addr1)).filter(
             (p) => p['templateId'] === META && ports.includes(p.sourceTransportPort),
           );
           return ports.every((pt) =>
@@ -811,7 +784,7 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         assert.equal(sum(mine, 'receivedOctetTotalCount'), 100, `port ${pt}`);
         if (Math.max(...mine.map((p) => num(p, 'subflowCount'))) === 2) joined++;
       }
-      const lost = ((await agent!.metrics()).get('kpiflow_agent_lost_events_total') ?? 0) - lostBefore;
+      const lost = ((await stack().agent.metrics()).get('kpiflow_agent_lost_events_total') ?? 0) - lostBefore;
       assert.equal(lost, 0);
       process.stderr.write(`mptcp x${n}: ${joined} connections had their join in time, all FINISHED\n`);
       assert.ok(joined >= n / 2, `${joined} of ${n} connections joined path 2`);
