@@ -151,8 +151,12 @@ describe('kpiflow demo', () => {
     assert.ok(web4 && web4.mean >= 100, `IPv4 web handshakes: ${JSON.stringify(web4)}`);
     const v4 = s.ipVersions.find((v) => v.key === 4)?.timeToEstablish;
     const v6 = s.ipVersions.find((v) => v.key === 6)?.timeToEstablish;
+    // (A loaded machine can stretch a few IPv6 handshakes to some ms: compared, not bounded.)
     assert.ok(v4 && v4.mean >= 20, `IPv4 time to establish ${JSON.stringify(v4)}`);
-    assert.ok(!v6 || v6.mean < 5, `IPv6 time to establish ${JSON.stringify(v6)}`);
+    assert.ok(
+      !v6 || v6.mean * 3 < v4.mean,
+      `IPv6 ${JSON.stringify(v6)} well under IPv4 ${JSON.stringify(v4)}`,
+    );
   });
 
   it('every dashboard panel returns data: API panels from the collector, PromQL panels from Prometheus', async (t) => {
