@@ -1,0 +1,684 @@
+/**
+ * The scale-out store: ClickHouse through @clickhouse/client over HTTP. MergeTree tables
+ * partitioned by day and sorted by (time, id) (clickhouse-schema.ts); each ingest batch becomes
+ * TabSeparated inserts that go through a spool (clickhouse-spool.ts), so a slow or stopped
+ * server holds batches back instead of losing them. Queries give the SQLite store's answers:
+ * the conformance suite runs on both. Several collectors may write one database: ids carry a
+ * per-process instance number, and exporter accounting is stored as increments summed on read.
+ *
+ * ClickHouse 18.16 (Debian's) has neither query parameters nor table TTL, so values are inlined
+ * as escaped literals, and retention drops whole day partitions; on 19.6 and later the tables
+ * also get a TTL.
+ */
+import { randomInt } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { type ClickHouseClient, ClickHouseError, createClient } from '@clickhouse/client';
+import pino, { type Logger } from 'pino';
+import { CollectorError } from '../errors.js';
+import {
+  AGED_TABLES,
+  CLICKHOUSE_MIGRATIONS,
+  type ClickHouseVersion,
+  DAY_MS,
+  hasTableTtl,
+  parseVersion,
+  WIDE_COLUMNS,
+} from './clickhouse-schema.js';
+import { type InsertPayload, type SendFailure, Spool, type SpoolStats } from './clickhouse-spool.js';
+import { type PackedBatch, type PackedTable, packBatch, tablePackers } from './packed-batch.js';
+import type {
+  ExporterRow,
+  FlowRow,
+  IngestBatch,
+  Page,
+  PageRequest,
+  ProfileRow,
+  RowFilter,
+  Scalar,
+  Store,
+  SummaryQuery,
+  SummaryRow,
+} from './types.js';
+
+/** Options of the ClickHouse store. */
+export interface ClickHouseStoreOptions {
+  /** `http[s]://[user:password@]host:port/database`; the database is created when missing (default kpiflow). */
+  url: string;
+  /** Folder of the spool (batches waiting for the server). Required unless readonly. */
+  spoolDir?: string;
+  /** Queries only (API-only processes): no schema changes, no writes, no retention. */
+  readonly?: boolean;
+  /** Rows older than this are dropped by whole day partitions (and by TTL on 19.6+); 0: keep all. */
+  retentionMs?: number;
+  /** Batches kept in memory before the spool writes them to files. Default 4. */
+  memoryBatches?: number;
+  /** Most bytes of spool files. Default 1 GiB. */
+  maxSpoolBytes?: number;
+  /** First retry pause after a failed insert, ms. Default 500. */
+  retryMs?: number;
+  /** Timeout of one request, ms. Default 30 000. */
+  requestTimeoutMs?: number;
+  /** How long close() keeps trying to deliver before leaving batches in the spool, ms. Default 10 000. */
+  closeTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** ClickHouse error codes worth a retry: the server or the cluster is busy or partly down. */
+const TRANSIENT_CODES = new Set([
+  '3', // UNEXPECTED_END_OF_FILE (connection cut mid-body)
+  '159', // TIMEOUT_EXCEEDED
+  '164', // READONLY
+  '202', // TOO_MANY_SIMULTANEOUS_QUERIES
+  '203', // NO_FREE_CONNECTION
+  '209', // SOCKET_TIMEOUT
+  '210', // NETWORK_ERROR
+  '225', // NO_ZOOKEEPER
+  '241', // MEMORY_LIMIT_EXCEEDED
+  '242', // TABLE_IS_READ_ONLY
+  '252', // TOO_MANY_PARTS
+  '285', // TOO_FEW_LIVE_REPLICAS
+  '319', // UNKNOWN_STATUS_OF_INSERT
+  '999', // KEEPER_EXCEPTION
+]);
+
+/** Whether a failed insert should be retried (anything but a refusal of the data itself). */
+export function classifyInsertError(err: unknown): SendFailure {
+  if (err instanceof ClickHouseError) return TRANSIENT_CODES.has(err.code) ? 'retry' : 'reject';
+  return 'retry';
+}
+
+/** A SQL string literal. */
+export function sqlString(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/** A SQL integer literal (values are checked: the SQL text is built from them). */
+function sqlInt(v: number | bigint): string {
+  if (typeof v === 'bigint') return v.toString();
+  if (!Number.isFinite(v)) throw new CollectorError('COL_ERR_BAD_QUERY', `${v} is not a number`);
+  return String(Math.trunc(v));
+}
+
+/** TabSeparated escaping of a string cell. */
+function tsvText(s: string): string {
+  return /[\\\t\n\r\0']/.test(s)
+    ? s.replace(/[\\\t\n\r\0']/g, (c) =>
+        c === '\t' ? '\\t' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : c === '\0' ? '\\0' : `\\${c}`,
+      )
+    : s;
+}
+
+/** A TabSeparated cell of an unsigned integer column; NULL for nothing, negative or NaN. */
+function tsvNumber(v: number): string {
+  if (!(v >= 0)) return '\\N';
+  return Number.isInteger(v) ? String(v) : String(Math.round(v));
+}
+
+/** Cursor text of a (time, id) position (the SQLite store's format). */
+function encodeCursor(t: Scalar | undefined, id: number): string {
+  return `${t === null || t === undefined ? 'n' : String(t)}_${id}`;
+}
+
+function decodeCursor(c: string): { t: number | null; id: number } {
+  const m = /^(n|-?\d+)_(\d+)$/.exec(c);
+  if (!m)
+    throw new CollectorError('COL_ERR_BAD_QUERY', `cursor ${JSON.stringify(c)} is not one this API returned`);
+  return { t: m[1] === 'n' ? null : Number(m[1]), id: Number(m[2]) };
+}
+
+/** A 64-bit value as ClickHouse's JSON writes it (text), as a number when exact, else a bigint. */
+function wide(v: unknown): Scalar {
+  if (typeof v !== 'string') return v as Scalar;
+  const b = BigInt(v);
+  return b >= -9007199254740991n && b <= 9007199254740991n ? Number(b) : b;
+}
+
+/** A row read back: 64-bit columns made exact numbers or bigints, `t` removed. */
+function fromJson<T>(r: Record<string, unknown>): T {
+  for (const k in r) if (WIDE_COLUMNS.has(k)) r[k] = wide(r[k]);
+  delete r['t'];
+  return r as T;
+}
+
+/** 2025-01-01, the epoch of row ids. */
+const ID_EPOCH = Date.UTC(2025, 0, 1);
+
+/**
+ * Row ids: 53 bits (a JavaScript number), increasing within a process: milliseconds since 2025
+ * times 256 plus a sequence (256 ids a millisecond; a faster burst borrows the next
+ * milliseconds), times 16 plus a random instance number, so that two collectors writing one
+ * database rarely make the same id (ids only break ties between rows of the same time).
+ */
+class IdSource {
+  private last = 0;
+  private readonly instance = randomInt(16);
+
+  next(): number {
+    const unit = Math.max(this.last + 1, (Date.now() - ID_EPOCH) * 256);
+    this.last = unit;
+    return unit * 16 + this.instance;
+  }
+}
+
+/** The ClickHouse store. */
+export class ClickHouseStore implements Store {
+  readonly kind = 'clickhouse';
+  private readonly packers = tablePackers();
+  private readonly ids = new IdSource();
+  private readonly spool: Spool | null;
+  private retentionTimer: NodeJS.Timeout | null = null;
+  private retentionRun: Promise<unknown> = Promise.resolve();
+  private closed = false;
+
+  private constructor(
+    private readonly client: ClickHouseClient,
+    /** The database's name. */
+    readonly database: string,
+    /** The server's version. */
+    readonly version: ClickHouseVersion,
+    private readonly options: ClickHouseStoreOptions,
+    private readonly log: Logger,
+  ) {
+    if (options.readonly) {
+      this.spool = null;
+      return;
+    }
+    if (!options.spoolDir) throw new CollectorError('COL_ERR_CONFIG', 'the ClickHouse store needs a spool folder');
+    this.spool = new Spool({
+      dir: options.spoolDir,
+      send: (p) => this.send(p),
+      classify: classifyInsertError,
+      log,
+      ...(options.memoryBatches !== undefined ? { memoryBatches: options.memoryBatches } : {}),
+      ...(options.maxSpoolBytes !== undefined ? { maxBytes: options.maxSpoolBytes } : {}),
+      ...(options.retryMs !== undefined ? { retryMs: options.retryMs } : {}),
+    });
+  }
+
+  /**
+   * Connects, creates the database and brings the schema up to date (idempotent), and starts
+   * the spool. Throws COL_ERR_STORE naming the URL when the server cannot be reached.
+   */
+  static async open(options: ClickHouseStoreOptions): Promise<ClickHouseStore> {
+    const log = (options.log ?? pino({ level: 'silent' })).child({ component: 'clickhouse' });
+    let url: URL;
+    try {
+      url = new URL(options.url);
+    } catch {
+      throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url ${JSON.stringify(options.url)} is not a URL`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url ${options.url}: use http:// or https://`);
+    const database = decodeURIComponent(url.pathname.replace(/^\/+|\/+$/g, '')) || 'kpiflow';
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(database))
+      throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url: database name ${JSON.stringify(database)} is not an identifier`);
+    const username = decodeURIComponent(url.username) || 'default';
+    const password = decodeURIComponent(url.password);
+    url.pathname = '/';
+    url.username = '';
+    url.password = '';
+    const shown = `${url.origin}/${database}`;
+    const common = {
+      url: url.toString(),
+      username,
+      password,
+      request_timeout: options.requestTimeoutMs ?? 30_000,
+      // 18.16 knows neither the progress headers nor the newer settings the client may send.
+      clickhouse_settings: {},
+      compression: { request: false, response: false },
+    };
+    const admin = createClient(common);
+    let version: ClickHouseVersion;
+    try {
+      const r = await admin.query({ query: 'SELECT version() AS v', format: 'JSONEachRow' });
+      version = parseVersion(((await r.json()) as { v: string }[])[0]!.v);
+      if (!options.readonly) await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
+    } catch (err) {
+      await admin.close();
+      throw new CollectorError('COL_ERR_STORE', `ClickHouse at ${shown}: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    await admin.close();
+    const client = createClient({ ...common, database });
+    try {
+      if (!options.readonly) await migrate(client, database);
+    } catch (err) {
+      await client.close();
+      throw new CollectorError('COL_ERR_STORE', `ClickHouse at ${shown}: schema: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    const store = new ClickHouseStore(client, database, version, options, log);
+    log.info({ url: shown, version: version.text, readonly: !!options.readonly }, 'ClickHouse store open');
+    if (!options.readonly && (options.retentionMs ?? 0) > 0) store.startRetention(options.retentionMs!);
+    return store;
+  }
+
+  // ---- writing ----
+
+  private async send(p: InsertPayload): Promise<void> {
+    await this.client.insert({
+      table: p.table,
+      values: Readable.from([Buffer.from(p.body)], { objectMode: false }),
+      format: 'TabSeparated',
+      columns: p.columns as [string, ...string[]],
+    });
+  }
+
+  /** The TabSeparated payload of a packed table, with `t` and `id` made here. */
+  private payload(table: 'profiles' | 'flows', p: PackedTable): InsertPayload {
+    const w = p.numColumns.length;
+    const tw = p.textColumns.length;
+    const start = p.numColumns.indexOf('flowStartMilliseconds');
+    const received = p.numColumns.indexOf('receivedMilliseconds');
+    const big = new Map<number, bigint>();
+    for (let k = 0; k < p.bigPositions.length; k++) big.set(p.bigPositions[k]!, p.bigValues[k]!);
+    const texts = p.dict.map((s) => tsvText(s));
+    const lines: string[] = new Array(p.n);
+    for (let i = 0; i < p.n; i++) {
+      const o = i * w;
+      const s = p.num[o + start]!;
+      const t = s === s ? s : table === 'profiles' ? p.num[o + received]! : -1;
+      let line = `${t}\t${this.ids.next()}`;
+      for (let j = 0; j < w; j++) {
+        const v = p.num[o + j]!;
+        line += `\t${v === v ? tsvNumber(v) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
+      }
+      const to = i * tw;
+      for (let j = 0; j < tw; j++) {
+        const k = p.textIdx[to + j]!;
+        line += `\t${k === 0 ? '\\N' : texts[k - 1]}`;
+      }
+      lines[i] = line;
+    }
+    return {
+      table,
+      columns: ['t', 'id', ...p.numColumns, ...p.textColumns],
+      rows: p.n,
+      body: p.n ? `${lines.join('\n')}\n` : '',
+    };
+  }
+
+  async insert(batch: IngestBatch): Promise<void> {
+    if (batch.profiles.length + batch.flows.length + batch.exporters.length === 0) return;
+    await this.insertPacked(packBatch(batch, this.packers.profiles, this.packers.flows));
+  }
+
+  async insertPacked(batch: PackedBatch): Promise<void> {
+    if (!this.spool) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is open read-only');
+    const payloads: InsertPayload[] = [];
+    if (batch.profiles.n) payloads.push(this.payload('profiles', batch.profiles));
+    if (batch.flows.n) payloads.push(this.payload('flows', batch.flows));
+    if (batch.exporters.length) {
+      const body = batch.exporters
+        .map((e) =>
+          [
+            tsvText(e.exporter),
+            tsvText(e.transport),
+            e.address === null ? '\\N' : tsvText(e.address),
+            e.port === null ? '\\N' : String(e.port),
+            e.lastSeen,
+            e.records,
+            e.profiles,
+            e.flows,
+            e.lostRecords,
+            e.decodeErrors,
+            tsvText(JSON.stringify(e.templateIds)),
+          ].join('\t'),
+        )
+        .join('\n');
+      payloads.push({
+        table: 'exporter_deltas',
+        columns: [
+          'exporter',
+          'transport',
+          'address',
+          'port',
+          'lastSeen',
+          'records',
+          'profiles',
+          'flows',
+          'lostRecords',
+          'decodeErrors',
+          'templateIds',
+        ],
+        rows: 0,
+        body: `${body}\n`,
+      });
+    }
+    if (payloads.length) await this.spool.push(payloads);
+  }
+
+  /** What the spool holds and has done; null when read-only. */
+  spoolStats(): SpoolStats | null {
+    return this.spool?.stats() ?? null;
+  }
+
+  /** Resolves once every queued batch reached ClickHouse (or after `timeoutMs`); true when all did. */
+  async flush(timeoutMs = 30_000): Promise<boolean> {
+    return this.spool ? this.spool.drain(timeoutMs) : true;
+  }
+
+  // ---- reading ----
+
+  private async rows<T>(query: string): Promise<T[]> {
+    try {
+      const r = await this.client.query({ query, format: 'JSONEachRow' });
+      return (await r.json()) as T[];
+    } catch (err) {
+      if (err instanceof CollectorError) throw err;
+      throw new CollectorError('COL_ERR_STORE', `ClickHouse query failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+  }
+
+  /** WHERE clause of a filter over a table's columns. */
+  private where(f: RowFilter, table: 'profiles' | 'flows'): string {
+    const c: string[] = [];
+    const time = table === 'profiles' ? 't' : 'flowStartMilliseconds';
+    if (f.from !== undefined) c.push(`${time} >= ${sqlInt(f.from)}`);
+    if (f.to !== undefined) c.push(`${time} < ${sqlInt(f.to)}`);
+    if (f.address !== undefined)
+      c.push(`(sourceAddress = ${sqlString(f.address)} OR destinationAddress = ${sqlString(f.address)})`);
+    if (f.sourceAddress !== undefined) c.push(`sourceAddress = ${sqlString(f.sourceAddress)}`);
+    if (f.destinationAddress !== undefined) c.push(`destinationAddress = ${sqlString(f.destinationAddress)}`);
+    if (f.port !== undefined)
+      c.push(`(sourceTransportPort = ${sqlInt(f.port)} OR destinationTransportPort = ${sqlInt(f.port)})`);
+    if (f.sourcePort !== undefined) c.push(`sourceTransportPort = ${sqlInt(f.sourcePort)}`);
+    if (f.destinationPort !== undefined) c.push(`destinationTransportPort = ${sqlInt(f.destinationPort)}`);
+    if (f.exporter !== undefined) c.push(`exporter = ${sqlString(f.exporter)}`);
+    if (f.templateId !== undefined) c.push(`templateId = ${sqlInt(f.templateId)}`);
+    if (f.ipVersion !== undefined) c.push(`ipVersion = ${sqlInt(f.ipVersion)}`);
+    if (table === 'profiles') {
+      if (f.startState !== undefined) c.push(`flowStartReason = ${sqlInt(f.startState)}`);
+      if (f.endState !== undefined) c.push(`flowEndReason = ${sqlInt(f.endState)}`);
+      if (f.synRetransmitted !== undefined)
+        c.push(f.synRetransmitted ? 'synRetransmissionCount > 0' : 'ifNull(synRetransmissionCount, 0) = 0');
+    } else if (f.protocol !== undefined) c.push(`protocolIdentifier = ${sqlInt(f.protocol)}`);
+    return c.length ? c.join(' AND ') : '1';
+  }
+
+  private async page<T>(table: 'profiles' | 'flows', f: RowFilter, page: PageRequest): Promise<Page<T>> {
+    const asc = page.order === 'asc';
+    let keyset = '';
+    if (page.cursor) {
+      const { t, id } = decodeCursor(page.cursor);
+      // Flows without a start time are stored with t = -1 (the cursor says 'n').
+      const tv = t === null ? -1 : t;
+      const op = asc ? '>' : '<';
+      keyset = ` AND (t ${op} ${sqlInt(tv)} OR (t = ${sqlInt(tv)} AND id ${op} ${sqlInt(id)}))`;
+    }
+    const dir = asc ? 'ASC' : 'DESC';
+    const limit = Math.max(1, Math.floor(page.limit));
+    const rows = await this.rows<Record<string, unknown>>(
+      `SELECT * FROM ${table} WHERE ${this.where(f, table)}${keyset} ORDER BY t ${dir}, id ${dir} LIMIT ${limit + 1}`,
+    );
+    const more = rows.length > limit;
+    if (more) rows.pop();
+    const last = rows[rows.length - 1];
+    const nextCursor = more && last ? encodeCursor(wide(last['t']), Number(last['id'])) : null;
+    return { items: rows.map((r) => fromJson<T & { id: number }>(r)), nextCursor };
+  }
+
+  async profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>> {
+    return this.page<ProfileRow>('profiles', filter, page);
+  }
+
+  async flows(filter: RowFilter, page: PageRequest): Promise<Page<FlowRow>> {
+    return this.page<FlowRow>('flows', filter, page);
+  }
+
+  async connection(flowId: number | bigint): Promise<(ProfileRow & { id: number })[]> {
+    const id = sqlInt(typeof flowId === 'bigint' ? BigInt.asUintN(64, flowId) : flowId);
+    const rows = await this.rows<Record<string, unknown>>(
+      `SELECT * FROM profiles WHERE flowId = ${id}
+         AND t IN (SELECT t FROM profile_flows WHERE flowId = ${id}) ORDER BY t, id`,
+    );
+    return rows.map((r) => fromJson<ProfileRow & { id: number }>(r));
+  }
+
+  async summary(query: SummaryQuery): Promise<SummaryRow[]> {
+    const keyExpr = {
+      destination: 'destinationAddress',
+      destinationPort: 'destinationTransportPort',
+      ipVersion: 'ipVersion',
+      exporter: 'exporter',
+      endState: 'flowEndReason',
+    }[query.groupBy];
+    const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
+    const bucketExpr = b ? `intDiv(t, ${b}) * ${b}` : 'toInt64(0)';
+    const limit = Math.max(1, Math.floor(query.limit));
+    const sums = [
+      'transferredOctetTotalCount',
+      'receivedOctetTotalCount',
+      'retransmittedPacketTotalCount',
+      'stallCount',
+      'duplicatePacketTotalCount',
+      'reorderingPacketCount',
+    ];
+    // Percentiles by the nearest rank over the sorted values, as the SQLite store computes them
+    // (percentiles.ts); the mean sums the sorted values in order, as it does.
+    const rank = (arr: string, n: string, p: number) =>
+      `if(${n} = 0, nan, ${arr}[toUInt64(greatest(1, ceil(${p / 100} * ${n})))])`;
+    const where = this.where(query, 'profiles');
+    // The top groups first; the costly columns only for them. NULL never matches in IN, so
+    // groups are matched by (key is NULL, key as text, bucket).
+    const match = "(isNull(key), ifNull(toString(key), ''), bucket)";
+    const groups = `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, count() AS n FROM profiles WHERE ${where}
+      GROUP BY key, bucket ORDER BY n DESC, key ASC NULLS FIRST LIMIT ${limit}`;
+    const rows = await this.rows<Record<string, unknown>>(
+      `SELECT key, bucket, toFloat64(count()) AS profiles, toFloat64(uniqExact(flowId)) AS connections,
+         ${sums.map((c) => `toFloat64(sum(ifNull(${c}, 0))) AS ${c}`).join(', ')},
+         arraySort(groupArray(if(isNull(meanLatencyMicroseconds), toFloat64(meanLatencyMilliseconds), meanLatencyMicroseconds / 1000))) AS r,
+         length(r) AS rn,
+         arraySort(groupArray(if(timeToEstablishMilliseconds > 0, toFloat64(timeToEstablishMilliseconds), NULL))) AS e,
+         length(e) AS en,
+         if(rn = 0, nan, arraySum(r) / rn) AS rttMean, ${rank('r', 'rn', 50)} AS rtt50, ${rank('r', 'rn', 90)} AS rtt90,
+         ${rank('r', 'rn', 95)} AS rtt95, ${rank('r', 'rn', 99)} AS rtt99,
+         if(en = 0, nan, arraySum(e) / en) AS tteMean, ${rank('e', 'en', 50)} AS tte50, ${rank('e', 'en', 90)} AS tte90
+       FROM (SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, * FROM profiles WHERE ${where})
+       WHERE ${match} IN (SELECT ${match} FROM (${groups}))
+       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST`,
+    );
+    const num = (v: unknown) => (typeof v === 'string' ? Number(v) : (v as number));
+    return rows.map((g) => {
+      const rn = num(g['rn']);
+      const en = num(g['en']);
+      const row: SummaryRow = {
+        key: (typeof g['key'] === 'string' && query.groupBy === 'destinationPort' ? Number(g['key']) : g['key']) as
+          | string
+          | number
+          | null,
+        bucket: b ? num(g['bucket']) : null,
+        profiles: num(g['profiles']),
+        connections: num(g['connections']),
+        transferredOctetTotalCount: 0,
+        receivedOctetTotalCount: 0,
+        retransmittedPacketTotalCount: 0,
+        stallCount: 0,
+        duplicatePacketTotalCount: 0,
+        reorderingPacketCount: 0,
+        rtt: rn
+          ? {
+              mean: num(g['rttMean']),
+              p50: num(g['rtt50']),
+              p90: num(g['rtt90']),
+              p95: num(g['rtt95']),
+              p99: num(g['rtt99']),
+            }
+          : null,
+        timeToEstablish: en ? { mean: num(g['tteMean']), p50: num(g['tte50']), p90: num(g['tte90']) } : null,
+      };
+      for (const c of sums) (row as unknown as Record<string, number>)[c] = num(g[c]);
+      return row;
+    });
+  }
+
+  async exporters(): Promise<ExporterRow[]> {
+    // Aliases differ from the column names: ClickHouse would read an alias inside the aggregates.
+    const rows = await this.rows<Record<string, unknown>>(
+      `SELECT exporter AS e, argMax(transport, lastSeen) AS tr, argMax(address, lastSeen) AS a,
+         argMax(port, lastSeen) AS p, min(lastSeen) AS fs, max(lastSeen) AS ls,
+         toFloat64(sum(records)) AS r, toFloat64(sum(profiles)) AS pr, toFloat64(sum(flows)) AS fl,
+         toFloat64(sum(lostRecords)) AS lr, toFloat64(sum(decodeErrors)) AS de,
+         argMax(templateIds, lastSeen) AS ti
+       FROM exporter_deltas GROUP BY exporter ORDER BY exporter`,
+    );
+    return rows.map((r) => ({
+      exporter: r['e'] as string,
+      transport: r['tr'] as string,
+      address: (r['a'] as string | null) ?? null,
+      port: (r['p'] as number | null) ?? null,
+      firstSeen: Number(r['fs']),
+      lastSeen: Number(r['ls']),
+      records: r['r'] as number,
+      profiles: r['pr'] as number,
+      flows: r['fl'] as number,
+      lostRecords: r['lr'] as number,
+      decodeErrors: r['de'] as number,
+      templateIds: JSON.parse(r['ti'] as string) as number[],
+    }));
+  }
+
+  // ---- retention ----
+
+  /** Day partitions of a table (their day numbers). */
+  private async partitions(table: string): Promise<number[]> {
+    const rows = await this.rows<{ partition: string }>(
+      `SELECT DISTINCT partition FROM system.parts
+       WHERE database = ${sqlString(this.database)} AND table = ${sqlString(table)} AND active`,
+    );
+    return rows.map((r) => Number(r.partition)).filter((d) => Number.isFinite(d));
+  }
+
+  /** Drops every day partition that ends at or before `beforeMs`; returns the rows they held. */
+  async dropPartitionsBefore(beforeMs: number): Promise<number> {
+    let dropped = 0;
+    for (const { table } of AGED_TABLES) {
+      for (const day of await this.partitions(table)) {
+        if ((day + 1) * DAY_MS > beforeMs) continue;
+        if (table !== 'profile_flows') {
+          const [c] = await this.rows<{ n: string | number }>(
+            `SELECT count() AS n FROM ${table} WHERE _partition_id = ${sqlString(String(day))}`,
+          );
+          dropped += Number(c?.n ?? 0);
+        }
+        await this.client.command({ query: `ALTER TABLE ${table} DROP PARTITION ${day}` });
+      }
+    }
+    return dropped;
+  }
+
+  private startRetention(retentionMs: number): void {
+    const run = async () => {
+      try {
+        const n = await this.dropPartitionsBefore(Date.now() - retentionMs);
+        if (n) this.log.info({ deleted: n }, 'retention dropped day partitions');
+      } catch (err) {
+        this.log.error({ err }, 'retention failed');
+      }
+    };
+    this.retentionRun = (async () => {
+      if (hasTableTtl(this.version)) {
+        // Whole parts past the retention go in merges too, not only by the hourly drop.
+        const s = Math.ceil(retentionMs / 1000);
+        for (const { table, time } of AGED_TABLES)
+          await this.client
+            .command({ query: `ALTER TABLE ${table} MODIFY TTL toDateTime(intDiv(${time}, 1000)) + INTERVAL ${s} SECOND` })
+            .catch((err) => this.log.warn({ err, table }, 'cannot set the table TTL'));
+      }
+      await run();
+    })();
+    this.retentionTimer = setInterval(() => {
+      this.retentionRun = run();
+    }, 3_600_000);
+    this.retentionTimer.unref();
+  }
+
+  /**
+   * Deletes at most `maxRows` rows older than `beforeMs`, oldest first (profiles, then flows),
+   * as a mutation the server finishes before this returns: exact but costly (ClickHouse rewrites
+   * the parts concerned), so the collector's retention drops day partitions instead.
+   */
+  async deleteOlderThan(beforeMs: number, maxRows: number): Promise<number> {
+    if (!this.spool) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is open read-only');
+    await this.spool.drain(30_000);
+    const max = Math.max(1, Math.floor(maxRows));
+    const before = sqlInt(beforeMs);
+    let deleted = 0;
+    for (const [table, time] of [
+      ['profiles', 't'],
+      ['flows', 'flowStartMilliseconds'],
+    ] as const) {
+      if (deleted >= max) break;
+      const want = max - deleted;
+      const keys = await this.rows<{ t: string; id: string }>(
+        `SELECT t, id FROM ${table} WHERE ${time} < ${before} ORDER BY t, id LIMIT ${want}`,
+      );
+      if (!keys.length) continue;
+      const last = keys[keys.length - 1]!;
+      await this.mutate(
+        table,
+        `${time} < ${before} AND (t < ${sqlInt(BigInt(last.t))} OR (t = ${sqlInt(BigInt(last.t))} AND id <= ${sqlInt(BigInt(last.id))}))`,
+      );
+      deleted += keys.length;
+    }
+    return deleted;
+  }
+
+  /** Runs ALTER TABLE ... DELETE and waits until the server has applied it. */
+  private async mutate(table: string, where: string): Promise<void> {
+    await this.client.command({ query: `ALTER TABLE ${table} DELETE WHERE ${where}` });
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const [r] = await this.rows<{ n: string | number }>(
+        `SELECT count() AS n FROM system.mutations
+         WHERE database = ${sqlString(this.database)} AND table = ${sqlString(table)} AND is_done = 0`,
+      );
+      if (Number(r?.n ?? 0) === 0) return;
+      if (Date.now() > deadline)
+        throw new CollectorError('COL_ERR_STORE', `ClickHouse did not finish deleting from ${table} in 120 s`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+
+  async sizeBytes(): Promise<number> {
+    const [r] = await this.rows<{ n: string | number }>(
+      `SELECT sum(bytes) AS n FROM system.parts WHERE database = ${sqlString(this.database)} AND active`,
+    );
+    return Number(r?.n ?? 0);
+  }
+
+  /** Tries to deliver what waits (up to closeTimeoutMs), keeps the rest in the spool, disconnects. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    await this.retentionRun;
+    await this.spool?.close(this.options.closeTimeoutMs ?? 10_000);
+    await this.client.close();
+  }
+}
+
+/** Applies the migrations the database has not seen; concurrent collectors may race harmlessly. */
+async function migrate(client: ClickHouseClient, database: string): Promise<void> {
+  await client.command({
+    query: `CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, appliedMilliseconds Int64)
+      ENGINE = MergeTree ORDER BY version`,
+  });
+  const r = await client.query({ query: 'SELECT max(version) AS v FROM schema_migrations', format: 'JSONEachRow' });
+  const current = Number(((await r.json()) as { v: number | string }[])[0]?.v ?? 0);
+  if (current > CLICKHOUSE_MIGRATIONS.length)
+    throw new CollectorError(
+      'COL_ERR_SCHEMA',
+      `ClickHouse database ${database} has schema ${current}; this collector knows ${CLICKHOUSE_MIGRATIONS.length}`,
+    );
+  for (let v = current; v < CLICKHOUSE_MIGRATIONS.length; v++) {
+    for (const query of CLICKHOUSE_MIGRATIONS[v]!) await client.command({ query });
+    await client.command({
+      query: `INSERT INTO schema_migrations (version, appliedMilliseconds) VALUES (${v + 1}, ${Date.now()})`,
+    });
+  }
+}
