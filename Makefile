@@ -18,6 +18,8 @@ DEB_PACKAGES += iperf3
 DEB_PACKAGES += systemd systemd-container docker-compose
 # Prometheus (Debian's) scrapes the collector in the dashboard test: every PromQL panel must return data.
 DEB_PACKAGES += prometheus
+# The ClickHouse store's tests and benchmark start Debian's clickhouse-server (18.16) on loopback.
+DEB_PACKAGES += clickhouse-server clickhouse-client
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native demo -name '*.ts' 2>/dev/null)
 

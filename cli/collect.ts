@@ -13,7 +13,10 @@ const USAGE = `usage: kpiflow collect [options]
   --tls-cert F --tls-key F     TLS certificate and key; --tls-ca F makes client certificates mandatory
   --http H:P | off             HTTP API (default 127.0.0.1:9739)
   --db FILE                    SQLite database (default kpiflow.db)
-  --store sqlite               the store (ClickHouse, --store clickhouse --clickhouse-url URL, is not built yet)
+  --store sqlite|clickhouse    the store (default sqlite)
+  --clickhouse-url URL         http://[user:pass@]host:8123/database (created when missing; default database kpiflow)
+  --clickhouse-spool DIR       batches ClickHouse has not taken yet (default: clickhouse-spool next to --db)
+  --no-ingest                  answer queries only (an API replica): no IPFIX listeners, no writes
   --retention D | off          delete profiles and flows older than D by flow start (default 30d)
   --api-token T                bearer token for everything but /healthz
   --batch-size N               rows written per batch (default 5000)

@@ -3,6 +3,7 @@
  * order and stopped in reverse so that nothing received is lost on SIGTERM.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, type Registry } from 'prom-client';
@@ -18,6 +19,7 @@ import {
   listenUdp,
   transportCounters,
 } from './listeners.js';
+import { ClickHouseStore } from './store/clickhouse-store.js';
 import { SqliteStore } from './store/sqlite-store.js';
 import type { Store } from './store/types.js';
 
@@ -39,14 +41,18 @@ function readTls(path: string, what: string): Buffer {
   }
 }
 
-/** Opens the configured store. */
-export function openStore(config: CollectorConfig): Store {
+/** Opens the configured store (read-only for an API-only process). */
+export async function openStore(config: CollectorConfig, log: Logger): Promise<Store> {
   if (config.store === 'clickhouse') {
-    throw new CollectorError(
-      'COL_ERR_CONFIG',
-      '--store clickhouse: the ClickHouse store is not built yet; use --store sqlite',
-    );
+    return ClickHouseStore.open({
+      url: config.clickhouseUrl!,
+      readonly: config.noIngest,
+      spoolDir: config.clickhouseSpool ?? join(dirname(config.db), 'clickhouse-spool'),
+      retentionMs: config.noIngest ? 0 : config.retentionMs,
+      log,
+    });
   }
+  if (config.noIngest) return new SqliteStore({ path: config.db, readonly: true });
   return new SqliteStore({
     path: config.db,
     writerThread: true,
@@ -57,7 +63,7 @@ export function openStore(config: CollectorConfig): Store {
 
 /** Starts a collector; on failure everything already started is stopped again. */
 export async function startCollector(config: CollectorConfig, log: Logger): Promise<Collector> {
-  const store = openStore(config);
+  const store = await openStore(config, log);
   const ingest = new Ingest({
     store,
     log,
@@ -109,7 +115,9 @@ export async function startCollector(config: CollectorConfig, log: Logger): Prom
       listeners.push(l);
       addresses.tls = l.address;
     }
-    if (config.retentionMs > 0) retention = startRetention(store, config.retentionMs, log);
+    // ClickHouse drops whole day partitions by itself; an API-only process deletes nothing.
+    if (config.retentionMs > 0 && store.kind === 'sqlite' && !config.noIngest)
+      retention = startRetention(store, config.retentionMs, log);
     if (config.http) {
       api = await buildApi({
         store,

@@ -25,6 +25,10 @@ export interface CollectorConfig {
   /** How SQLite stores profiles: one row each, or column blocks (experimental; docs/storage.md). */
   sqliteLayout: 'rows' | 'blocks';
   clickhouseUrl: string | null;
+  /** Folder where the ClickHouse store keeps batches the server has not taken yet; null: next to --db. */
+  clickhouseSpool: string | null;
+  /** Answer queries only: no listeners, no ingest files, no retention, the store opened read-only. */
+  noIngest: boolean;
   /** Rows older than this are deleted, ms; 0 keeps everything. */
   retentionMs: number;
   apiToken: string | null;
@@ -54,6 +58,8 @@ export const COLLECTOR_DEFAULTS: CollectorConfig = {
   sqliteSync: 'normal',
   sqliteLayout: 'blocks',
   clickhouseUrl: null,
+  clickhouseSpool: null,
+  noIngest: false,
   retentionMs: 30 * 86_400_000,
   apiToken: null,
   batchSize: 5000,
@@ -80,6 +86,7 @@ export const COLLECTOR_FLAGS = {
   'sqlite-sync': 'sqliteSync',
   'sqlite-layout': 'sqliteLayout',
   'clickhouse-url': 'clickhouseUrl',
+  'clickhouse-spool': 'clickhouseSpool',
   retention: 'retention',
   'api-token': 'apiToken',
   'batch-size': 'batchSize',
@@ -140,7 +147,7 @@ function readConfigFile(path: string): Record<string, unknown> {
   }
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj))
     throw new CollectorError('COL_ERR_CONFIG_FILE', `${path}: expected a JSON object`);
-  const known = new Set<string>([...Object.values(COLLECTOR_FLAGS), 'once']);
+  const known = new Set<string>([...Object.values(COLLECTOR_FLAGS), 'once', 'noIngest']);
   for (const k of Object.keys(obj)) {
     if (!known.has(k))
       throw new CollectorError(
@@ -156,6 +163,7 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
   const options: Record<string, { type: 'string' | 'boolean'; multiple?: boolean }> = {
     config: { type: 'string' },
     once: { type: 'boolean' },
+    'no-ingest': { type: 'boolean' },
   };
   for (const f of Object.keys(COLLECTOR_FLAGS))
     options[f] = { type: 'string', ...(f === 'ingest' ? { multiple: true } : {}) };
@@ -177,6 +185,10 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
     }
   }
   if (flags['once'] !== undefined) merged['once'] = flags['once'];
+  if (flags['no-ingest'] !== undefined) {
+    merged['noIngest'] = flags['no-ingest'];
+    where['noIngest'] = '--no-ingest';
+  }
   const name = (key: string) => where[key] ?? key;
   const c: CollectorConfig = { ...COLLECTOR_DEFAULTS, ingest: [] };
   const has = (k: string) => merged[k] !== undefined;
@@ -207,6 +219,11 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
     c.sqliteLayout = v;
   }
   if (has('clickhouseUrl')) c.clickhouseUrl = str(name('clickhouseUrl'), merged['clickhouseUrl']);
+  if (has('clickhouseSpool')) c.clickhouseSpool = str(name('clickhouseSpool'), merged['clickhouseSpool']);
+  if (has('noIngest')) {
+    if (typeof merged['noIngest'] !== 'boolean') throw bad(name('noIngest'), 'expected true or false');
+    c.noIngest = merged['noIngest'];
+  }
   if (has('retention'))
     c.retentionMs = merged['retention'] === 'off' ? 0 : parseDuration(name('retention'), merged['retention']);
   if (has('apiToken')) c.apiToken = str(name('apiToken'), merged['apiToken']);
@@ -236,5 +253,13 @@ export function parseCollectorArgs(argv: string[]): CollectorConfig {
   if (c.store === 'clickhouse' && c.clickhouseUrl === null)
     throw bad('--clickhouse-url', '--store clickhouse needs --clickhouse-url');
   if (c.once && c.ingest.length === 0) throw bad('--once', 'needs at least one --ingest FILE');
+  if (c.noIngest) {
+    if (c.once || c.ingest.length)
+      throw bad(name('noIngest'), 'answers queries only: drop --ingest and --once');
+    if (!c.http) throw bad(name('noIngest'), 'an API-only process needs --http');
+    c.ipfixUdp = null;
+    c.ipfixTcp = null;
+    c.ipfixTls = null;
+  }
   return c;
 }

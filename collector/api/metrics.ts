@@ -179,6 +179,65 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
       this.set(await store.sizeBytes());
     },
   });
+  if (store.backlog) {
+    const backlog = () => store.backlog?.() ?? null;
+    const gauge = (n: string, help: string, value: (b: NonNullable<ReturnType<typeof backlog>>) => number) =>
+      new Gauge({
+        name: name(n),
+        help,
+        registers,
+        collect() {
+          this.set(value(backlog() ?? ({} as NonNullable<ReturnType<typeof backlog>>)) || 0);
+        },
+      });
+    const counter = (
+      n: string,
+      help: string,
+      value: (b: NonNullable<ReturnType<typeof backlog>>) => number,
+    ) =>
+      new Counter({
+        name: name(n),
+        help,
+        registers,
+        collect() {
+          const b = backlog();
+          setCounter(this, [[{}, b ? value(b) : 0]]);
+        },
+      });
+    gauge(
+      'store_pending_rows',
+      'Rows accepted and not yet in the store backend (ClickHouse)',
+      (b) => b.pendingRows,
+    );
+    gauge(
+      'store_pending_batches',
+      'Batches accepted and not yet in the store backend',
+      (b) => b.pendingBatches,
+    );
+    gauge(
+      'store_spool_bytes',
+      'Bytes of batches kept in spool files until the backend takes them',
+      (b) => b.spoolBytes,
+    );
+    gauge(
+      'store_oldest_pending_seconds',
+      'Age of the oldest batch waiting for the backend',
+      (b) => b.oldestAgeMs / 1000,
+    );
+    gauge('store_failing', '1 while writes to the store backend fail', (b) => (b.failing ? 1 : 0));
+    counter('store_delivered_rows_total', 'Rows the store backend accepted', (b) => b.deliveredRows);
+    counter(
+      'store_failed_writes_total',
+      'Failed writes to the store backend (each retry counts)',
+      (b) => b.failedSends,
+    );
+    counter('store_spooled_batches_total', 'Batches written to spool files', (b) => b.spooledBatches);
+    counter(
+      'store_rejected_rows_total',
+      'Rows the backend refused as malformed (kept in rejected/)',
+      (b) => b.rejectedRows,
+    );
+  }
   const requests = new Counter({
     name: name('http_requests_total'),
     help: 'HTTP requests answered, by method, route pattern and status code',

@@ -7,10 +7,19 @@
  * counted, because sending it again would block every batch behind it. Only a full spool folder
  * refuses new batches: the caller then counts them as lost.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { CollectorError } from '../errors.js';
+import type { StoreBacklog } from './types.js';
 
 /** One INSERT: rows of a table as TabSeparated text. */
 export interface InsertPayload {
@@ -43,29 +52,7 @@ export interface SpoolOptions {
 }
 
 /** What a spool holds and has done (for /metrics and logs). */
-export interface SpoolStats {
-  /** Batches waiting (memory and files). */
-  pendingBatches: number;
-  /** Rows waiting. */
-  pendingRows: number;
-  /** Bytes of spool files. */
-  spoolBytes: number;
-  /** Batches written to spool files since start. */
-  spooledBatches: number;
-  /** Rows the server accepted since start. */
-  deliveredRows: number;
-  /** Failed sends since start (each retry counts). */
-  failedSends: number;
-  /** Rows of batches the server refused as malformed, moved to rejected/. */
-  rejectedRows: number;
-  /** Rows refused because the spool was full. */
-  refusedRows: number;
-  /** True from a failed send until the next one succeeds. */
-  failing: boolean;
-  lastError: string | null;
-  /** Age of the oldest waiting batch, ms (0 when none waits). */
-  oldestAgeMs: number;
-}
+export type SpoolStats = StoreBacklog;
 
 interface Entry {
   seq: number;
@@ -283,7 +270,10 @@ export class Spool {
           continue;
         }
         if (!this.failing)
-          this.o.log.warn({ err, pending: this.queue.length }, 'ClickHouse insert failed; spooling and retrying');
+          this.o.log.warn(
+            { err, pending: this.queue.length },
+            'ClickHouse insert failed; spooling and retrying',
+          );
         this.failing = true;
         // Keep what is left in memory in files from now on: the outage may outlast the process.
         for (const q of this.queue)
@@ -299,7 +289,8 @@ export class Spool {
         this.pause = Math.min(this.maxRetryMs, this.pause * 2);
         return;
       }
-      if (this.failing) this.o.log.info({ pending: this.queue.length - 1 }, 'ClickHouse inserts succeed again');
+      if (this.failing)
+        this.o.log.info({ pending: this.queue.length - 1 }, 'ClickHouse inserts succeed again');
       this.failing = false;
       this.pause = this.retryMs;
       this.queue.shift();

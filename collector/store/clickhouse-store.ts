@@ -183,7 +183,8 @@ export class ClickHouseStore implements Store {
       this.spool = null;
       return;
     }
-    if (!options.spoolDir) throw new CollectorError('COL_ERR_CONFIG', 'the ClickHouse store needs a spool folder');
+    if (!options.spoolDir)
+      throw new CollectorError('COL_ERR_CONFIG', 'the ClickHouse store needs a spool folder');
     this.spool = new Spool({
       dir: options.spoolDir,
       send: (p) => this.send(p),
@@ -205,13 +206,19 @@ export class ClickHouseStore implements Store {
     try {
       url = new URL(options.url);
     } catch {
-      throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url ${JSON.stringify(options.url)} is not a URL`);
+      throw new CollectorError(
+        'COL_ERR_CONFIG',
+        `--clickhouse-url ${JSON.stringify(options.url)} is not a URL`,
+      );
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:')
       throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url ${options.url}: use http:// or https://`);
     const database = decodeURIComponent(url.pathname.replace(/^\/+|\/+$/g, '')) || 'kpiflow';
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(database))
-      throw new CollectorError('COL_ERR_CONFIG', `--clickhouse-url: database name ${JSON.stringify(database)} is not an identifier`);
+      throw new CollectorError(
+        'COL_ERR_CONFIG',
+        `--clickhouse-url: database name ${JSON.stringify(database)} is not an identifier`,
+      );
     const username = decodeURIComponent(url.username) || 'default';
     const password = decodeURIComponent(url.password);
     url.pathname = '/';
@@ -279,11 +286,11 @@ export class ClickHouseStore implements Store {
     for (let i = 0; i < p.n; i++) {
       const o = i * w;
       const s = p.num[o + start]!;
-      const t = s === s ? s : table === 'profiles' ? p.num[o + received]! : -1;
+      const t = !Number.isNaN(s) ? s : table === 'profiles' ? p.num[o + received]! : -1;
       let line = `${t}\t${this.ids.next()}`;
       for (let j = 0; j < w; j++) {
         const v = p.num[o + j]!;
-        line += `\t${v === v ? tsvNumber(v) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
+        line += `\t${!Number.isNaN(v) ? tsvNumber(v) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
       }
       const to = i * tw;
       for (let j = 0; j < tw; j++) {
@@ -351,7 +358,7 @@ export class ClickHouseStore implements Store {
   }
 
   /** What the spool holds and has done; null when read-only. */
-  spoolStats(): SpoolStats | null {
+  backlog(): SpoolStats | null {
     return this.spool?.stats() ?? null;
   }
 
@@ -487,10 +494,9 @@ export class ClickHouseStore implements Store {
       const rn = num(g['rn']);
       const en = num(g['en']);
       const row: SummaryRow = {
-        key: (typeof g['key'] === 'string' && query.groupBy === 'destinationPort' ? Number(g['key']) : g['key']) as
-          | string
-          | number
-          | null,
+        key: (typeof g['key'] === 'string' && query.groupBy === 'destinationPort'
+          ? Number(g['key'])
+          : g['key']) as string | number | null,
         bucket: b ? num(g['bucket']) : null,
         profiles: num(g['profiles']),
         connections: num(g['connections']),
@@ -586,7 +592,9 @@ export class ClickHouseStore implements Store {
         const s = Math.ceil(retentionMs / 1000);
         for (const { table, time } of AGED_TABLES)
           await this.client
-            .command({ query: `ALTER TABLE ${table} MODIFY TTL toDateTime(intDiv(${time}, 1000)) + INTERVAL ${s} SECOND` })
+            .command({
+              query: `ALTER TABLE ${table} MODIFY TTL toDateTime(intDiv(${time}, 1000)) + INTERVAL ${s} SECOND`,
+            })
             .catch((err) => this.log.warn({ err, table }, 'cannot set the table TTL'));
       }
       await run();
@@ -639,7 +647,10 @@ export class ClickHouseStore implements Store {
       );
       if (Number(r?.n ?? 0) === 0) return;
       if (Date.now() > deadline)
-        throw new CollectorError('COL_ERR_STORE', `ClickHouse did not finish deleting from ${table} in 120 s`);
+        throw new CollectorError(
+          'COL_ERR_STORE',
+          `ClickHouse did not finish deleting from ${table} in 120 s`,
+        );
       await new Promise((res) => setTimeout(res, 50));
     }
   }
@@ -668,7 +679,10 @@ async function migrate(client: ClickHouseClient, database: string): Promise<void
     query: `CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, appliedMilliseconds Int64)
       ENGINE = MergeTree ORDER BY version`,
   });
-  const r = await client.query({ query: 'SELECT max(version) AS v FROM schema_migrations', format: 'JSONEachRow' });
+  const r = await client.query({
+    query: 'SELECT max(version) AS v FROM schema_migrations',
+    format: 'JSONEachRow',
+  });
   const current = Number(((await r.json()) as { v: number | string }[])[0]?.v ?? 0);
   if (current > CLICKHOUSE_MIGRATIONS.length)
     throw new CollectorError(

@@ -161,6 +161,32 @@ export interface ExporterRow {
   templateIds: number[];
 }
 
+/**
+ * What a store that queues writes (ClickHouse's spool) holds and has done; counters count since
+ * the process started.
+ */
+export interface StoreBacklog {
+  /** Batches accepted and not yet in the backend. */
+  pendingBatches: number;
+  pendingRows: number;
+  /** Bytes of batches kept in files until the backend takes them. */
+  spoolBytes: number;
+  /** Batches written to files (the backend was slow or down). */
+  spooledBatches: number;
+  deliveredRows: number;
+  /** Failed writes to the backend (each retry counts). */
+  failedSends: number;
+  /** Rows the backend refused as malformed (set aside, not retried). */
+  rejectedRows: number;
+  /** Rows refused because the spool was full (counted as lost by ingest). */
+  refusedRows: number;
+  /** True from a failed write until one succeeds. */
+  failing: boolean;
+  lastError: string | null;
+  /** Age of the oldest batch waiting, ms. */
+  oldestAgeMs: number;
+}
+
 /** A storage backend. */
 export interface Store {
   readonly kind: string;
@@ -178,5 +204,7 @@ export interface Store {
   deleteOlderThan(beforeMs: number, maxRows: number): Promise<number>;
   /** Bytes the store takes on disk. */
   sizeBytes(): Promise<number>;
+  /** What a store that queues writes holds (absent or null: writes are done when insert resolves). */
+  backlog?(): StoreBacklog | null;
   close(): Promise<void>;
 }

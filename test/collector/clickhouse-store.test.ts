@@ -15,7 +15,8 @@ import { hasTool, IN_CI } from '../helpers/tools.js';
 import { sampleProfiles, storeConformance } from './store-conformance.js';
 
 const available = hasTool(CLICKHOUSE_SERVER);
-if (!available && IN_CI) throw new Error(`${CLICKHOUSE_SERVER} is not installed; under CI every test must run`);
+if (!available && IN_CI)
+  throw new Error(`${CLICKHOUSE_SERVER} is not installed; under CI every test must run`);
 
 if (!available) {
   describe('ClickHouse store', () => {
@@ -69,7 +70,9 @@ if (!available) {
       const b = await ClickHouseStore.open({ url, spoolDir: join(dir, 'twice-b') });
       try {
         assert.equal((await b.profiles({}, { limit: 100, order: 'asc' })).items.length, 5);
-        const versions = await server.query('SELECT version FROM twice.schema_migrations ORDER BY version FORMAT TSV');
+        const versions = await server.query(
+          'SELECT version FROM twice.schema_migrations ORDER BY version FORMAT TSV',
+        );
         assert.equal(versions.trim(), '1');
       } finally {
         await a.close();
