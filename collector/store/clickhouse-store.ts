@@ -81,6 +81,14 @@ const TRANSIENT_CODES = new Set([
   '999', // KEEPER_EXCEPTION
 ]);
 
+/** The server could not be reached (or its schema made) yet: worth a retry. */
+class NotReadyError extends Error {
+  constructor(message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = 'NotReadyError';
+  }
+}
+
 /** Whether a failed insert should be retried (anything but a refusal of the data itself). */
 export function classifyInsertError(err: unknown): SendFailure {
   if (err instanceof ClickHouseError) return TRANSIENT_CODES.has(err.code) ? 'retry' : 'reject';
@@ -170,12 +178,17 @@ export class ClickHouseStore implements Store {
   private retentionRun: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  /** The server's version, once it answered. */
+  version: ClickHouseVersion | null = null;
+  private connecting: Promise<void> | null = null;
+
   private constructor(
     private readonly client: ClickHouseClient,
+    private readonly admin: ClickHouseClient,
     /** The database's name. */
     readonly database: string,
-    /** The server's version. */
-    readonly version: ClickHouseVersion,
+    /** The URL without credentials, for messages. */
+    readonly shownUrl: string,
     private readonly options: ClickHouseStoreOptions,
     private readonly log: Logger,
   ) {
@@ -188,7 +201,7 @@ export class ClickHouseStore implements Store {
     this.spool = new Spool({
       dir: options.spoolDir,
       send: (p) => this.send(p),
-      classify: classifyInsertError,
+      classify: (err) => (err instanceof NotReadyError ? 'retry' : classifyInsertError(err)),
       log,
       ...(options.memoryBatches !== undefined ? { memoryBatches: options.memoryBatches } : {}),
       ...(options.maxSpoolBytes !== undefined ? { maxBytes: options.maxSpoolBytes } : {}),
@@ -197,8 +210,10 @@ export class ClickHouseStore implements Store {
   }
 
   /**
-   * Connects, creates the database and brings the schema up to date (idempotent), and starts
-   * the spool. Throws COL_ERR_STORE naming the URL when the server cannot be reached.
+   * Opens the store. A server that does not answer yet is not an error: batches wait in the
+   * spool and the schema is made on the first successful contact, so a collector started during
+   * an outage loses nothing; queries fail with COL_ERR_STORE until then. A bad URL, or a
+   * database whose schema is newer than this collector, fails at once.
    */
   static async open(options: ClickHouseStoreOptions): Promise<ClickHouseStore> {
     const log = (options.log ?? pino({ level: 'silent' })).child({ component: 'clickhouse' });
@@ -234,37 +249,60 @@ export class ClickHouseStore implements Store {
       clickhouse_settings: {},
       compression: { request: false, response: false },
     };
-    const admin = createClient(common);
-    let version: ClickHouseVersion;
+    const store = new ClickHouseStore(
+      createClient({ ...common, database }),
+      createClient(common),
+      database,
+      shown,
+      options,
+      log,
+    );
     try {
-      const r = await admin.query({ query: 'SELECT version() AS v', format: 'JSONEachRow' });
-      version = parseVersion(((await r.json()) as { v: string }[])[0]!.v);
-      if (!options.readonly) await admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${database}` });
+      await store.connect();
+      log.info(
+        { url: shown, version: store.version?.text, readonly: !!options.readonly },
+        'ClickHouse store open',
+      );
     } catch (err) {
-      await admin.close();
-      throw new CollectorError('COL_ERR_STORE', `ClickHouse at ${shown}: ${(err as Error).message}`, {
-        cause: err,
-      });
+      if (err instanceof NotReadyError && !(err.cause instanceof CollectorError)) {
+        log.warn(
+          { url: shown, err: err.message },
+          'ClickHouse does not answer yet: batches wait in the spool',
+        );
+      } else {
+        await store.close();
+        throw err instanceof NotReadyError ? err.cause : err;
+      }
     }
-    await admin.close();
-    const client = createClient({ ...common, database });
-    try {
-      if (!options.readonly) await migrate(client, database);
-    } catch (err) {
-      await client.close();
-      throw new CollectorError('COL_ERR_STORE', `ClickHouse at ${shown}: schema: ${(err as Error).message}`, {
-        cause: err,
-      });
-    }
-    const store = new ClickHouseStore(client, database, version, options, log);
-    log.info({ url: shown, version: version.text, readonly: !!options.readonly }, 'ClickHouse store open');
     if (!options.readonly && (options.retentionMs ?? 0) > 0) store.startRetention(options.retentionMs!);
     return store;
+  }
+
+  /**
+   * Learns the server's version and, when writable, creates the database and brings the schema
+   * up to date (idempotent); done once, tried again after a failure. Throws NotReadyError.
+   */
+  private connect(): Promise<void> {
+    this.connecting ??= (async () => {
+      try {
+        const r = await this.admin.query({ query: 'SELECT version() AS v', format: 'JSONEachRow' });
+        this.version = parseVersion(((await r.json()) as { v: string }[])[0]!.v);
+        if (!this.options.readonly) {
+          await this.admin.command({ query: `CREATE DATABASE IF NOT EXISTS ${this.database}` });
+          await migrate(this.client, this.database);
+        }
+      } catch (err) {
+        this.connecting = null;
+        throw new NotReadyError(`ClickHouse at ${this.shownUrl}: ${(err as Error).message}`, err);
+      }
+    })();
+    return this.connecting;
   }
 
   // ---- writing ----
 
   private async send(p: InsertPayload): Promise<void> {
+    await this.connect();
     await this.client.insert({
       table: p.table,
       values: Readable.from([Buffer.from(p.body)], { objectMode: false }),
@@ -371,10 +409,13 @@ export class ClickHouseStore implements Store {
 
   private async rows<T>(query: string): Promise<T[]> {
     try {
+      await this.connect();
       const r = await this.client.query({ query, format: 'JSONEachRow' });
       return (await r.json()) as T[];
     } catch (err) {
       if (err instanceof CollectorError) throw err;
+      if (err instanceof NotReadyError)
+        throw new CollectorError('COL_ERR_STORE', err.message, { cause: err });
       throw new CollectorError('COL_ERR_STORE', `ClickHouse query failed: ${(err as Error).message}`, {
         cause: err,
       });
@@ -587,7 +628,8 @@ export class ClickHouseStore implements Store {
       }
     };
     this.retentionRun = (async () => {
-      if (hasTableTtl(this.version)) {
+      await this.connect().catch(() => {});
+      if (this.version && hasTableTtl(this.version)) {
         // Whole parts past the retention go in merges too, not only by the hourly drop.
         const s = Math.ceil(retentionMs / 1000);
         for (const { table, time } of AGED_TABLES)
@@ -670,6 +712,7 @@ export class ClickHouseStore implements Store {
     await this.retentionRun;
     await this.spool?.close(this.options.closeTimeoutMs ?? 10_000);
     await this.client.close();
+    await this.admin.close();
   }
 }
 

@@ -8,8 +8,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { hasTableTtl, parseVersion } from '../../collector/store/clickhouse-schema.js';
 import { ClickHouseStore } from '../../collector/store/clickhouse-store.js';
-import type { Store } from '../../collector/store/types.js';
 import { CLICKHOUSE_SERVER, ClickHouseServer } from '../helpers/clickhouse-server.js';
 import { hasTool, IN_CI } from '../helpers/tools.js';
 import { sampleProfiles, storeConformance } from './store-conformance.js';
@@ -44,7 +44,7 @@ if (!available) {
   }
 
   /** Conformance wants read-after-write: a store whose inserts resolve once ClickHouse has them. */
-  async function settled(): Promise<Store> {
+  async function settled(): Promise<ClickHouseStore> {
     const s = await open();
     const insert = s.insert.bind(s);
     const insertPacked = s.insertPacked.bind(s);
@@ -60,6 +60,16 @@ if (!available) {
   }
 
   storeConformance('clickhouse', settled);
+
+  describe('ClickHouse versions', () => {
+    it('knows which releases have table TTL', () => {
+      assert.deepEqual(parseVersion('18.16.1'), { major: 18, minor: 16, text: '18.16.1' });
+      assert.equal(hasTableTtl(parseVersion('18.16.1')), false);
+      assert.equal(hasTableTtl(parseVersion('19.5.3.8')), false);
+      assert.equal(hasTableTtl(parseVersion('19.6.2.11')), true);
+      assert.equal(hasTableTtl(parseVersion('24.8.4.13')), true);
+    });
+  });
 
   describe('ClickHouse store specifics', () => {
     it('creates the schema idempotently: a second store on the same database migrates nothing', async () => {
@@ -78,6 +88,83 @@ if (!available) {
         await a.close();
         await b.close();
       }
+    });
+
+    it('drops whole day partitions past the retention and keeps the day that holds the cut', async () => {
+      const s = await settled();
+      try {
+        const day = 86_400_000;
+        const rows = sampleProfiles(30);
+        // Three UTC days of 10 profiles each (the samples start at midnight, a second apart).
+        for (const [i, r] of rows.entries()) {
+          const shift = Math.floor(i / 10) * day;
+          r.flowStartMilliseconds = (r.flowStartMilliseconds as number) + shift;
+          r.flowEndMilliseconds = (r.flowEndMilliseconds as number) + shift;
+        }
+        await s.insert({ profiles: rows, flows: [], exporters: [] });
+        const t0 = rows[0]!.flowStartMilliseconds as number;
+        // A cut in the middle of day 2: day 1 goes whole, day 2 stays whole.
+        const dropped = await s.dropPartitionsBefore(t0 + day + day / 2);
+        assert.equal(dropped, 10);
+        const left = (await s.profiles({}, { limit: 100, order: 'asc' })).items;
+        assert.equal(left.length, 20);
+        assert.ok(left.every((r) => (r.flowStartMilliseconds as number) >= t0 + day));
+        // The connection index lost the day too: its rows are gone from ClickHouse.
+        const idx = await server.query(
+          `SELECT count() FROM ${s.database}.profile_flows WHERE t < ${t0 + day} FORMAT TSV`,
+        );
+        assert.equal(idx.trim(), '0');
+        assert.equal(await s.dropPartitionsBefore(t0 + day + day / 2), 0);
+      } finally {
+        await s.close();
+      }
+    });
+
+    it('starts while ClickHouse is down: batches wait, queries fail naming the URL, all arrive later', async () => {
+      const down = await ClickHouseServer.start();
+      try {
+        await down.stop();
+        const s = await ClickHouseStore.open({
+          url: down.url('late'),
+          spoolDir: join(dir, 'late'),
+          retryMs: 100,
+        });
+        try {
+          await s.insert({ profiles: sampleProfiles(12), flows: [], exporters: [] });
+          assert.equal(s.backlog()?.pendingRows, 12);
+          await assert.rejects(
+            s.profiles({}, { limit: 10, order: 'asc' }),
+            (err: Error & { code?: string }) => {
+              assert.equal(err.code, 'COL_ERR_STORE');
+              assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${down.httpPort}/late`));
+              return true;
+            },
+          );
+          await down.start();
+          assert.ok(await s.flush(30_000), 'delivered once the server answered');
+          assert.equal((await down.query('SELECT count() FROM late.profiles FORMAT TSV')).trim(), '12');
+          assert.equal(s.version?.major, 18);
+        } finally {
+          await s.close();
+        }
+      } finally {
+        await down.destroy();
+      }
+    });
+
+    it('refuses a URL it cannot use with a message naming it', async () => {
+      await assert.rejects(
+        ClickHouseStore.open({ url: 'not a url', spoolDir: join(dir, 'bad') }),
+        /not a URL/,
+      );
+      await assert.rejects(
+        ClickHouseStore.open({ url: 'ftp://127.0.0.1/x', spoolDir: join(dir, 'bad') }),
+        /use http:\/\/ or https:\/\//,
+      );
+      await assert.rejects(
+        ClickHouseStore.open({ url: server.url('bad-name'), spoolDir: join(dir, 'bad') }),
+        /"bad-name" is not an identifier/,
+      );
     });
 
     it('quotes filter values: quotes and backslashes in an address match only that text', async () => {
