@@ -52,7 +52,35 @@ describe('collector configuration', () => {
     assert.equal(c.batchSize, 100);
   });
 
+  it('makes an API-only process with --no-ingest: no listeners, ClickHouse options kept', () => {
+    const c = parseCollectorArgs([
+      '--no-ingest',
+      '--store',
+      'clickhouse',
+      '--clickhouse-url',
+      'http://127.0.0.1:8123/kpiflow',
+      '--clickhouse-spool',
+      '/var/spool/kf',
+    ]);
+    assert.equal(c.noIngest, true);
+    assert.equal(c.ipfixUdp, null);
+    assert.equal(c.ipfixTcp, null);
+    assert.equal(c.ipfixTls, null);
+    assert.equal(c.http?.port, 9739);
+    assert.equal(c.clickhouseUrl, 'http://127.0.0.1:8123/kpiflow');
+    assert.equal(c.clickhouseSpool, '/var/spool/kf');
+    const file = join(dir, 'api.json');
+    writeFileSync(file, JSON.stringify({ noIngest: true, db: '/tmp/z.db' }));
+    assert.equal(parseCollectorArgs(['--config', file]).noIngest, true);
+    assert.equal(parseCollectorArgs([]).noIngest, false);
+  });
+
   it('names the bad option in every error', () => {
+    fails(['--no-ingest', '--http', 'off'], 'COL_ERR_CONFIG', /--no-ingest: an API-only process needs --http/);
+    fails(['--no-ingest', '--ingest', 'x.ipfix'], 'COL_ERR_CONFIG', /--no-ingest: answers queries only/);
+    const badNo = join(dir, 'badno.json');
+    writeFileSync(badNo, JSON.stringify({ noIngest: 'yes' }));
+    fails(['--config', badNo], 'COL_ERR_CONFIG', /badno\.json: noIngest: expected true or false/);
     fails(['--ipfix-udp', 'nonsense'], 'COL_ERR_CONFIG', /--ipfix-udp: "nonsense" is not HOST:PORT/);
     fails(['--http', 'localhost:99999'], 'COL_ERR_CONFIG', /--http:/);
     fails(['--retention', 'forever'], 'COL_ERR_CONFIG', /--retention: "forever" is not a duration/);
