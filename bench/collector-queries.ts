@@ -16,14 +16,26 @@
  *      EXPLAIN QUERY PLAN, and for the summaries where the time goes: the grouping query, the
  *      percentile pass (SQL alone, then with rows handed to JS), the JS sort, and HTTP/JSON.
  *
+ * With `--stores sqlite,clickhouse` (or `--store clickhouse`) the same profiles (same seed, same
+ * end time) also go into a ClickHouse store: a clickhouse-server of its own (test/helpers) unless
+ * --clickhouse-url names one, filled through ClickHouseStore.insertPacked in batches of
+ * --ch-batch rows (100 000) and flushed; then, once the server's merges have settled, the same
+ * queries with the same parameters through the same API, and a table per store plus one of
+ * ratios. The ClickHouse diagnosis times each summary's SQL on the server (system.query_log:
+ * duration, rows read, memory) and the same SQL without its percentile arrays.
+ *
  * Usage: node dist/bench/collector-queries.js [--profiles N] [--db PATH] [--keep] [--layout rows|blocks]
  *          [--requests R] [--warmup W] [--resume] [--only NAME,...] [--no-diagnose]
+ *          [--stores sqlite,clickhouse | --store clickhouse] [--clickhouse-url URL] [--ch-batch N]
  *   --layout     how the store keeps profiles (default rows; docs/storage.md). The SQL diagnosis
  *                (step 3) is for the rows layout only.
  *   --db PATH    database file (kept); default a temp dir, removed at the end unless --keep
  *   --requests   measured requests per query (default 40); --warmup: per query (default 3)
  *   --only       only the queries whose names contain one of these (comma-separated)
  *   --resume     with --db: results are saved to PATH.results.json after each step; continue from there
+ *   --stores     the stores to fill and query, in this order (default sqlite)
+ *   --clickhouse-url  http://host:port/database of a running server (kept; reused when it holds >= N
+ *                profiles); default: a temporary server, removed at the end
  */
 import {
   closeSync,
@@ -40,10 +52,14 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { pino } from 'pino';
 import { buildApi } from '../collector/api/app.js';
+import { ClickHouseStore } from '../collector/store/clickhouse-store.js';
+import { packBatch, tablePackers } from '../collector/store/packed-batch.js';
 import { SqliteStore } from '../collector/store/sqlite-store.js';
-import type { ProfileRow, SummaryGroup } from '../collector/store/types.js';
+import type { ProfileRow, Store, SummaryGroup } from '../collector/store/types.js';
+import { ClickHouseServer } from '../test/helpers/clickhouse-server.js';
 
 type Layout = 'rows' | 'blocks';
+type StoreKind = 'sqlite' | 'clickhouse';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
@@ -65,6 +81,12 @@ interface Args {
   /** Only the queries whose names contain one of these. */
   only: string[];
   layout: Layout;
+  /** The stores to fill and query, in this order. */
+  stores: StoreKind[];
+  /** A running ClickHouse server's http://host:port/database; null: start one. */
+  clickhouseUrl: string | null;
+  /** Rows per ClickHouseStore.insertPacked call while filling. */
+  chBatch: number;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -78,6 +100,9 @@ function parseArgs(argv: string[]): Args {
     resume: false,
     only: [],
     layout: 'rows',
+    stores: ['sqlite'],
+    clickhouseUrl: null,
+    chBatch: 100_000,
   };
   const num = (i: number, name: string, min: number) => {
     const v = Number(argv[i]);
@@ -117,6 +142,23 @@ function parseArgs(argv: string[]): Args {
       case '--no-diagnose':
         a.diagnose = false;
         break;
+      case '--store':
+      case '--stores':
+        a.stores = String(argv[++i] ?? '')
+          .split(',')
+          .map((s) => {
+            if (s !== 'sqlite' && s !== 'clickhouse')
+              throw new Error(`${argv[i - 1]}: ${s} is not sqlite or clickhouse`);
+            return s;
+          });
+        break;
+      case '--clickhouse-url':
+        a.clickhouseUrl = argv[++i] ?? null;
+        if (!a.clickhouseUrl) throw new Error('--clickhouse-url needs a URL');
+        break;
+      case '--ch-batch':
+        a.chBatch = num(++i, '--ch-batch', 1000);
+        break;
       default:
         throw new Error(`unknown argument ${argv[i]}`);
     }
@@ -139,7 +181,13 @@ function rng(seed: number): () => number {
   };
 }
 
-const rand = rng(0x6b7066);
+const SEED = 0x6b7066;
+let rand = rng(SEED);
+
+/** Starts the random sequence again: every fill of N profiles, whatever the store, gets the same rows. */
+function resetRandom(): void {
+  rand = rng(SEED);
+}
 
 function normal(): number {
   const u = 1 - rand();
@@ -369,13 +417,16 @@ function existingRows(path: string): number {
 interface FillResult {
   rows: number;
   seconds: number;
+  /** Time the filler waited for the store (SQLite: inside insert; ClickHouse: insertPacked, back-pressure, flush). */
   insertSeconds: number;
   connections: number;
+  /** End of the generated data (absent in fills recorded before it was): another store gets the same rows. */
+  end?: number;
 }
 
-async function fill(path: string, n: number, layout: Layout): Promise<FillResult> {
+async function fill(path: string, n: number, layout: Layout, end: number): Promise<FillResult> {
   const store = new SqliteStore({ path, layout });
-  const end = Date.now();
+  resetRandom();
   const gen = new Generator(end - SPAN, end, n);
   const batch: ProfileRow[] = [];
   const t0 = performance.now();
@@ -403,7 +454,7 @@ async function fill(path: string, n: number, layout: Layout): Promise<FillResult
   }
   const seconds = (performance.now() - t0) / 1000;
   await store.close();
-  return { rows: done, seconds, insertSeconds: insertMs / 1000, connections: gen.connections };
+  return { rows: done, seconds, insertSeconds: insertMs / 1000, connections: gen.connections, end };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -759,12 +810,132 @@ async function diagnose(
 }
 
 // ---------------------------------------------------------------------------------------------
+// Measurement through the API (the same for every store)
 
-async function main(): Promise<void> {
-  const args = parseArgs(process.argv.slice(2));
+const WALK_PAGE = 'profiles port=443, last 24 h: 5 pages, per page';
+const WALK_WHOLE = '  ... the whole 5-page walk';
+
+/** Times every query kind and the cursor walk; resumes from `saved`, saving after each step. */
+async function measure(
+  base: string,
+  args: Args,
+  kinds: QueryKind[],
+  params: Params,
+  saved: Saved,
+  save: () => void,
+): Promise<Map<string, Stat>> {
+  const stats = new Map<string, Stat>();
+  for (const k of kinds) {
+    const done = saved.stats[k.name];
+    if (done) {
+      stats.set(k.name, done);
+      console.log(`  ${k.name}: p50 ${fmtMs(done.p50)} ms, p95 ${fmtMs(done.p95)} ms (resumed)`);
+      continue;
+    }
+    const t0 = performance.now();
+    for (let i = 1; i <= args.warmup; i++) await get(base, k.path(-i));
+    const ms: number[] = [];
+    const items: number[] = [];
+    const bytes: number[] = [];
+    for (let i = 0; i < args.requests; i++) {
+      const r = await get(base, k.path(i));
+      ms.push(r.ms);
+      items.push(r.body.items?.length ?? 0);
+      bytes.push(r.bytes);
+    }
+    const s = stat(k.name, ms, items, bytes);
+    stats.set(k.name, s);
+    saved.stats[k.name] = s;
+    save();
+    console.log(
+      `  ${k.name}: p50 ${fmtMs(s.p50)} ms, p95 ${fmtMs(s.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
+  }
+  if (saved.stats[WALK_PAGE] && saved.stats[WALK_WHOLE]) {
+    stats.set(WALK_PAGE, saved.stats[WALK_PAGE]);
+    stats.set(WALK_WHOLE, saved.stats[WALK_WHOLE]);
+  } else {
+    const t0 = performance.now();
+    for (let i = 1; i <= args.warmup; i++) await walk(base, params, -i);
+    const pageMs: number[] = [];
+    const walkMs: number[] = [];
+    const items: number[] = [];
+    const bytes: number[] = [];
+    const walkItems: number[] = [];
+    for (let i = 0; i < args.requests; i++) {
+      const w = await walk(base, params, i);
+      let total = 0;
+      let n = 0;
+      for (const p of w.pages) {
+        pageMs.push(p.ms);
+        items.push(p.body.items?.length ?? 0);
+        bytes.push(p.bytes);
+        total += p.ms;
+        n += p.body.items?.length ?? 0;
+      }
+      walkMs.push(total);
+      walkItems.push(n);
+    }
+    const perPage = stat(WALK_PAGE, pageMs, items, bytes);
+    const whole = stat(WALK_WHOLE, walkMs, walkItems, [0]);
+    stats.set(perPage.name, perPage);
+    stats.set(whole.name, whole);
+    saved.stats[WALK_PAGE] = perPage;
+    saved.stats[WALK_WHOLE] = whole;
+    save();
+    console.log(
+      `  cursor walk: page p95 ${fmtMs(perPage.p95)} ms, walk p95 ${fmtMs(whole.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
+    );
+  }
+  return stats;
+}
+
+function latencyTable(stats: Map<string, Stat>): string {
+  return table(
+    ['query', 'n', 'p50 ms', 'p95 ms', 'max ms', 'target', 'rows/reply', 'reply size'],
+    [...stats.values()].map((s) => [
+      s.name,
+      String(s.n),
+      fmtMs(s.p50),
+      fmtMs(s.p95),
+      fmtMs(s.max),
+      s.name.startsWith('  ...') ? '' : s.p95 <= TARGET_P95_MS ? 'ok' : 'MISSED',
+      s.items.toFixed(0),
+      s.bytes ? fmtBytes(Math.round(s.bytes)) : '',
+    ]),
+    [false, true, true, true, true, false, true, true],
+  );
+}
+
+/** Starts the API over a store on 127.0.0.1:0; returns its base URL and a way to stop it. */
+async function serveApi(store: Store): Promise<{ base: string; close: () => Promise<void> }> {
+  const app = await buildApi({ store, log: pino({ level: 'silent' }) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const addr = app.server.address();
+  if (!addr || typeof addr === 'string') throw new Error('no listening address');
+  return { base: `http://127.0.0.1:${addr.port}`, close: () => app.close() };
+}
+
+/** What one store's run measured, for the side-by-side tables. */
+interface StoreRun {
+  label: string;
+  profiles: number;
+  stats: Map<string, Stat>;
+  fill: FillResult | null;
+  sizeBytes: number;
+  /** Parameters of the queries (the next store reuses them when its data ends at the same time). */
+  params: Params;
+  /** End of the generated data (Date.now() of the fill). */
+  end: number | null;
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQLite
+
+async function runSqlite(args: Args, end: number, shared: Params | null): Promise<StoreRun> {
   const dir = args.db ? null : mkdtempSync(join(tmpdir(), 'kpiflow-bench-'));
   const path = args.db ?? join(dir!, 'profiles.db');
-  console.log(`collector query bench: ${fmtInt(args.profiles)} profiles, layout ${args.layout}, db ${path}`);
+  console.log(`\n### SQLite: ${fmtInt(args.profiles)} profiles, layout ${args.layout}, db ${path}`);
 
   let fillResult: FillResult | null = null;
   let reused = false;
@@ -784,7 +955,7 @@ async function main(): Promise<void> {
     );
   } else {
     console.log(`filling in batches of ${BATCH} ...`);
-    fillResult = await fill(path, args.profiles, args.layout);
+    fillResult = await fill(path, args.profiles, args.layout, end);
     writeFileSync(`${path}.fill.json`, JSON.stringify(fillResult));
     console.log(
       `filled ${fmtInt(fillResult.rows)} profiles (${fmtInt(fillResult.connections)} connections) in ${fillResult.seconds.toFixed(1)} s: ` +
@@ -837,50 +1008,41 @@ async function main(): Promise<void> {
   const maxId =
     (meta.prepare(`SELECT value AS n FROM meta WHERE key = 'nextProfileId'`).get() as { n: number }).n - 1;
   const now = maxT + 1;
-  const destinations = blocks
-    ? (await store.summary({ groupBy: 'destination', from: now - DAY, to: now, limit: 1_000_000 }))
-        .filter((g) => g.key !== null)
-        .map((g) => String(g.key))
-    : (
-        meta
-          .prepare(
-            'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC',
-          )
-          .all(now - DAY) as { a: string }[]
-      ).map((r) => r.a);
-  const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE t >= ? ORDER BY t LIMIT 1');
-  const sampleAt = async (t: number) =>
-    blocks
-      ? ((await store.profiles({ from: t }, { limit: 1, order: 'asc' })).items[0] as unknown as
-          | { flowId: number; sourceAddress: string }
-          | undefined)
-      : (sample.get(t) as { flowId: number; sourceAddress: string } | undefined);
-  const pr = rng(42);
-  const flowIds: number[] = [];
-  const sources = new Set<string>();
-  while (flowIds.length < 400) {
-    const r = await sampleAt(minT + Math.floor(pr() * (maxT - minT)));
-    if (!r) continue;
-    flowIds.push(r.flowId);
-    sources.add(r.sourceAddress);
+  let params: Params;
+  if (shared && shared.now === now) {
+    params = shared;
+    meta.close();
+  } else {
+    const destinations = blocks
+      ? (await store.summary({ groupBy: 'destination', from: now - DAY, to: now, limit: 1_000_000 }))
+          .filter((g) => g.key !== null)
+          .map((g) => String(g.key))
+      : (
+          meta
+            .prepare(
+              'SELECT destinationAddress AS a, count(*) AS n FROM profiles WHERE t >= ? GROUP BY 1 ORDER BY 2 DESC',
+            )
+            .all(now - DAY) as { a: string }[]
+        ).map((r) => r.a);
+    const sample = meta.prepare('SELECT flowId, sourceAddress FROM profiles WHERE t >= ? ORDER BY t LIMIT 1');
+    const sampleAt = async (t: number) =>
+      blocks
+        ? ((await store.profiles({ from: t }, { limit: 1, order: 'asc' })).items[0] as unknown as
+            | { flowId: number; sourceAddress: string }
+            | undefined)
+        : (sample.get(t) as { flowId: number; sourceAddress: string } | undefined);
+    params = await sampleParams(now, minT, maxT, destinations, sampleAt);
+    meta.close();
   }
-  meta.close();
-  const params: Params = { now, destinations, sources: [...sources], flowIds };
 
-  const app = await buildApi({ store, log: pino({ level: 'silent' }) });
-  await app.listen({ host: '127.0.0.1', port: 0 });
-  const addr = app.server.address();
-  if (!addr || typeof addr === 'string') throw new Error('no listening address');
-  const base = `http://127.0.0.1:${addr.port}`;
+  const api = await serveApi(store);
+  const base = api.base;
   console.log(
-    `API on ${base}; data ends ${new Date(now).toISOString()}, ${destinations.length} destinations in the last 24 h; ` +
+    `API on ${base}; data ends ${new Date(now).toISOString()}, ${params.destinations.length} destinations in the last 24 h; ` +
       `${args.warmup} warm-up + ${args.requests} measured requests per query, one at a time`,
   );
 
-  const kinds = queryKinds(params).filter(
-    (k) => args.only.length === 0 || args.only.some((o) => k.name.includes(o)),
-  );
-  const stats = new Map<string, Stat>();
+  const kinds = selectedKinds(args, params);
   const resultsPath = `${path}.results.json`;
   const runKey = `${maxId}/${now}/${args.requests}/${args.warmup}`;
   let saved: Saved = { key: runKey, stats: {}, plans: {}, breakdown: {} };
@@ -896,90 +1058,12 @@ async function main(): Promise<void> {
   const save = () => {
     if (args.db) writeFileSync(resultsPath, JSON.stringify(saved));
   };
-  for (const k of kinds) {
-    const done = saved.stats[k.name];
-    if (done) {
-      stats.set(k.name, done);
-      console.log(`  ${k.name}: p50 ${fmtMs(done.p50)} ms, p95 ${fmtMs(done.p95)} ms (resumed)`);
-      continue;
-    }
-    const t0 = performance.now();
-    for (let i = 1; i <= args.warmup; i++) await get(base, k.path(-i));
-    const ms: number[] = [];
-    const items: number[] = [];
-    const bytes: number[] = [];
-    for (let i = 0; i < args.requests; i++) {
-      const r = await get(base, k.path(i));
-      ms.push(r.ms);
-      items.push(r.body.items?.length ?? 0);
-      bytes.push(r.bytes);
-    }
-    const s = stat(k.name, ms, items, bytes);
-    stats.set(k.name, s);
-    saved.stats[k.name] = s;
-    save();
-    console.log(
-      `  ${k.name}: p50 ${fmtMs(s.p50)} ms, p95 ${fmtMs(s.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
-    );
-  }
-  const WALK_PAGE = 'profiles port=443, last 24 h: 5 pages, per page';
-  const WALK_WHOLE = '  ... the whole 5-page walk';
-  if (saved.stats[WALK_PAGE] && saved.stats[WALK_WHOLE]) {
-    stats.set(WALK_PAGE, saved.stats[WALK_PAGE]);
-    stats.set(WALK_WHOLE, saved.stats[WALK_WHOLE]);
-  } else {
-    const t0 = performance.now();
-    for (let i = 1; i <= args.warmup; i++) await walk(base, params, -i);
-    const pageMs: number[] = [];
-    const walkMs: number[] = [];
-    const items: number[] = [];
-    const bytes: number[] = [];
-    const walkItems: number[] = [];
-    for (let i = 0; i < args.requests; i++) {
-      const w = await walk(base, params, i);
-      let total = 0;
-      let n = 0;
-      for (const p of w.pages) {
-        pageMs.push(p.ms);
-        items.push(p.body.items?.length ?? 0);
-        bytes.push(p.bytes);
-        total += p.ms;
-        n += p.body.items?.length ?? 0;
-      }
-      walkMs.push(total);
-      walkItems.push(n);
-    }
-    const perPage = stat(WALK_PAGE, pageMs, items, bytes);
-    const whole = stat(WALK_WHOLE, walkMs, walkItems, [0]);
-    stats.set(perPage.name, perPage);
-    stats.set(whole.name, whole);
-    saved.stats[WALK_PAGE] = perPage;
-    saved.stats[WALK_WHOLE] = whole;
-    save();
-    console.log(
-      `  cursor walk: page p95 ${fmtMs(perPage.p95)} ms, walk p95 ${fmtMs(whole.p95)} ms (${((performance.now() - t0) / 1000).toFixed(0)} s)`,
-    );
-  }
+  const stats = await measure(base, args, kinds, params, saved, save);
 
   console.log(
-    `\n== API latency over ${fmtInt(maxId)} profiles, layout ${args.layout} (db ${fmtBytes(sizeBytes)}; target p95 <= ${TARGET_P95_MS} ms) ==`,
+    `\n== SQLite: API latency over ${fmtInt(maxId)} profiles, layout ${args.layout} (db ${fmtBytes(sizeBytes)}; target p95 <= ${TARGET_P95_MS} ms) ==`,
   );
-  console.log(
-    table(
-      ['query', 'n', 'p50 ms', 'p95 ms', 'max ms', 'target', 'rows/reply', 'reply size'],
-      [...stats.values()].map((s) => [
-        s.name,
-        String(s.n),
-        fmtMs(s.p50),
-        fmtMs(s.p95),
-        fmtMs(s.max),
-        s.name.startsWith('  ...') ? '' : s.p95 <= TARGET_P95_MS ? 'ok' : 'MISSED',
-        s.items.toFixed(0),
-        s.bytes ? fmtBytes(Math.round(s.bytes)) : '',
-      ]),
-      [false, true, true, true, true, false, true, true],
-    ),
-  );
+  console.log(latencyTable(stats));
   if (fillResult) {
     console.log(
       `fill${reused ? ' (recorded by the run that filled this database)' : ''}: ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s = ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s ` +
@@ -991,10 +1075,384 @@ async function main(): Promise<void> {
   if (args.diagnose && blocks) console.log('(no SQL diagnosis for the blocks layout: its queries run in JS)');
   else if (args.diagnose) await diagnose(path, base, store, kinds, stats, saved, save);
 
-  await app.close();
+  await api.close();
   await store.close();
   if (dir && !args.keep) rmSync(dir, { recursive: true, force: true });
   else console.log(`database kept: ${path}`);
+  return {
+    label: `sqlite/${args.layout}`,
+    profiles: maxId,
+    stats,
+    fill: fillResult,
+    sizeBytes,
+    params,
+    end: fillResult?.end ?? null,
+  };
+}
+
+/** The queries' parameters: destinations as given, and 400 sample connections spread over the data. */
+async function sampleParams(
+  now: number,
+  minT: number,
+  maxT: number,
+  destinations: string[],
+  sampleAt: (t: number) => Promise<{ flowId: number; sourceAddress: string } | undefined>,
+): Promise<Params> {
+  const pr = rng(42);
+  const flowIds: number[] = [];
+  const sources = new Set<string>();
+  while (flowIds.length < 400) {
+    const r = await sampleAt(minT + Math.floor(pr() * (maxT - minT)));
+    if (!r) continue;
+    flowIds.push(r.flowId);
+    sources.add(r.sourceAddress);
+  }
+  return { now, destinations, sources: [...sources], flowIds };
+}
+
+function selectedKinds(args: Args, params: Params): QueryKind[] {
+  return queryKinds(params).filter(
+    (k) => args.only.length === 0 || args.only.some((o) => k.name.includes(o)),
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+// ClickHouse
+
+/** One statement over ClickHouse's HTTP interface; `settings` go in the query string. */
+async function chSql(origin: string, sql: string, settings: Record<string, string> = {}): Promise<string> {
+  const r = await fetch(`${origin}/?${new URLSearchParams(settings)}`, { method: 'POST', body: sql });
+  const body = await r.text();
+  if (!r.ok) throw new Error(`ClickHouse: ${body.trim().slice(0, 500)}`);
+  return body;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function fillClickHouse(store: ClickHouseStore, n: number, batchRows: number, end: number) {
+  const packers = tablePackers();
+  resetRandom();
+  const gen = new Generator(end - SPAN, end, n);
+  const batch: ProfileRow[] = [];
+  const t0 = performance.now();
+  let storeMs = 0;
+  let done = 0;
+  let lastReport = t0;
+  let lastDone = 0;
+  while (done < n) {
+    gen.next(Math.min(batchRows, n - done), batch);
+    const packed = packBatch({ profiles: batch, flows: [], exporters: [] }, packers.profiles, packers.flows);
+    const i0 = performance.now();
+    await store.insertPacked(packed);
+    // insertPacked only queues: keep at most two batches waiting, so that they stay in memory
+    // (past four the spool writes files, past 1 GiB of files it refuses batches).
+    while ((store.backlog()?.pendingBatches ?? 0) > 2) await sleep(5);
+    const now = performance.now();
+    storeMs += now - i0;
+    done += batch.length;
+    if (now - lastReport >= 5000) {
+      const rate = ((done - lastDone) / (now - lastReport)) * 1000;
+      console.log(
+        `  fill ${fmtInt(done)}/${fmtInt(n)} (${((100 * done) / n).toFixed(1)}%)  ${fmtInt(rate)} rows/s now, ` +
+          `${fmtInt((done / (now - t0)) * 1000)} overall, ETA ${((n - done) / rate).toFixed(0)} s`,
+      );
+      lastReport = now;
+      lastDone = done;
+    }
+  }
+  const f0 = performance.now();
+  if (!(await store.flush(600_000))) throw new Error('ClickHouse did not take the fill in 10 min');
+  storeMs += performance.now() - f0;
+  const b = store.backlog();
+  if (b && (b.rejectedRows || b.refusedRows))
+    throw new Error(`ClickHouse fill: ${b.rejectedRows} rows rejected, ${b.refusedRows} refused`);
+  return {
+    rows: done,
+    seconds: (performance.now() - t0) / 1000,
+    insertSeconds: storeMs / 1000,
+    connections: gen.connections,
+    end,
+    failedSends: b?.failedSends ?? 0,
+  };
+}
+
+/** Waits until the server runs no merge on the database (two quiet polls), at most `maxMs`. */
+async function settleMerges(origin: string, database: string, maxMs: number): Promise<number> {
+  const t0 = performance.now();
+  let quiet = 0;
+  while (performance.now() - t0 < maxMs && quiet < 2) {
+    const n = Number(await chSql(origin, `SELECT count() FROM system.merges WHERE database = '${database}'`));
+    quiet = n === 0 ? quiet + 1 : 0;
+    await sleep(1000);
+  }
+  return (performance.now() - t0) / 1000;
+}
+
+async function runClickHouse(args: Args, end: number, shared: Params | null): Promise<StoreRun> {
+  const server = args.clickhouseUrl ? null : await ClickHouseServer.start();
+  const url = new URL(args.clickhouseUrl ?? server!.url('kpiflow_bench'));
+  const origin = url.origin;
+  const database = url.pathname.replace(/^\/+|\/+$/g, '') || 'kpiflow';
+  const spoolDir = mkdtempSync(join(tmpdir(), 'kpiflow-bench-spool-'));
+  let store: ClickHouseStore | null = null;
+  let api: { base: string; close: () => Promise<void> } | null = null;
+  try {
+    const version = (await chSql(origin, 'SELECT version()')).trim();
+    console.log(
+      `\n### ClickHouse ${version}: ${fmtInt(args.profiles)} profiles, ${url.origin}/${database}${server ? ` (temporary server in ${server.dir})` : ''}`,
+    );
+    store = await ClickHouseStore.open({ url: url.toString(), spoolDir });
+    const have = Number(await chSql(origin, `SELECT count() FROM ${database}.profiles`));
+    let fillResult: (FillResult & { failedSends: number }) | null = null;
+    if (have >= args.profiles) console.log(`reusing ${database}: ${fmtInt(have)} profiles already stored`);
+    else if (have > 0)
+      throw new Error(
+        `${database} holds ${have} profiles, fewer than ${args.profiles}: drop it or pass --profiles ${have}`,
+      );
+    else {
+      console.log(`filling through insertPacked in batches of ${fmtInt(args.chBatch)} ...`);
+      fillResult = await fillClickHouse(store, args.profiles, args.chBatch, end);
+      console.log(
+        `filled ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s (flushed): ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s overall, ` +
+          `${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s waiting on the store; ${fillResult.failedSends} failed sends (retried)`,
+      );
+    }
+    const settled = await settleMerges(origin, database, 300_000);
+    const parts = (
+      await chSql(
+        origin,
+        `SELECT table, count(), sum(rows) FROM system.parts WHERE database = '${database}' AND active AND table IN ('profiles', 'profile_flows') GROUP BY table ORDER BY table FORMAT TSV`,
+      )
+    )
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'));
+    console.log(
+      `merges settled after ${settled.toFixed(0)} s; active parts: ${parts.map(([t, p, r]) => `${t} ${p} (${fmtInt(Number(r))} rows)`).join(', ')}`,
+    );
+    const rows = Number(await chSql(origin, `SELECT count() FROM ${database}.profiles`));
+    const sizeBytes = await store.sizeBytes();
+    const [minT, maxT] = (await chSql(origin, `SELECT min(t), max(t) FROM ${database}.profiles FORMAT TSV`))
+      .trim()
+      .split('\t')
+      .map(Number) as [number, number];
+    const now = maxT + 1;
+    let params: Params;
+    if (shared && shared.now === now) params = shared;
+    else {
+      const destinations = (
+        await chSql(
+          origin,
+          `SELECT destinationAddress FROM ${database}.profiles WHERE t >= ${now - DAY} GROUP BY destinationAddress ORDER BY count() DESC, destinationAddress FORMAT TSV`,
+        )
+      )
+        .trim()
+        .split('\n');
+      const s = store;
+      params = await sampleParams(now, minT, maxT, destinations, async (t) => {
+        const r = (await s.profiles({ from: t }, { limit: 1, order: 'asc' })).items[0];
+        return r ? { flowId: Number(r.flowId), sourceAddress: String(r.sourceAddress) } : undefined;
+      });
+    }
+    api = await serveApi(store);
+    console.log(
+      `API on ${api.base}; data ends ${new Date(now).toISOString()}, ${params.destinations.length} destinations in the last 24 h` +
+        `${params === shared ? ' (parameters of the previous store: same data)' : ''}; ` +
+        `${args.warmup} warm-up + ${args.requests} measured requests per query, one at a time`,
+    );
+    const kinds = selectedKinds(args, params);
+    // Capture the SQL the store sends (its private `rows` helper), for the diagnosis.
+    const captured: string[] = [];
+    const inner = store as unknown as { rows: (q: string) => Promise<unknown[]> };
+    const rowsFn = inner.rows.bind(store);
+    inner.rows = (q: string) => {
+      captured.push(q);
+      return rowsFn(q);
+    };
+    const saved: Saved = { key: '', stats: {}, plans: {}, breakdown: {} };
+    const stats = await measure(api.base, args, kinds, params, saved, () => {});
+
+    console.log(
+      `\n== ClickHouse: API latency over ${fmtInt(rows)} profiles (${fmtBytes(sizeBytes)} on disk; target p95 <= ${TARGET_P95_MS} ms) ==`,
+    );
+    console.log(latencyTable(stats));
+    if (fillResult)
+      console.log(
+        `fill: ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s = ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s ` +
+          `(${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s waiting on ClickHouseStore: insertPacked, back-pressure, flush; batches of ${fmtInt(args.chBatch)})`,
+      );
+    console.log(`size: ${fmtBytes(sizeBytes)} (${(sizeBytes / rows).toFixed(0)} bytes/profile, all tables)`);
+    if (args.diagnose) await diagnoseClickHouse(origin, database, api.base, kinds, stats, captured);
+    return {
+      label: 'clickhouse',
+      profiles: rows,
+      stats,
+      fill: fillResult,
+      sizeBytes,
+      params,
+      end: fillResult?.end ?? null,
+    };
+  } finally {
+    await api?.close();
+    await store?.close();
+    rmSync(spoolDir, { recursive: true, force: true });
+    await server?.destroy();
+  }
+}
+
+/**
+ * For each summary, its slowest request again: the store's SQL run alone on the server (query_log:
+ * duration, rows read, peak memory), then the same SQL with empty percentile arrays, which tells
+ * what the exact nearest-rank percentiles (groupArray, arraySort per group) cost.
+ */
+async function diagnoseClickHouse(
+  origin: string,
+  database: string,
+  base: string,
+  kinds: QueryKind[],
+  stats: Map<string, Stat>,
+  captured: string[],
+): Promise<void> {
+  const rowsOut: string[][] = [];
+  let n = 0;
+  const logged = async (sql: string) => {
+    const tag = `kpiflow-bench-${process.pid}-${++n}`;
+    const t0 = performance.now();
+    await chSql(origin, `${sql}\nFORMAT Null`, { database, log_queries: '1', query_id: tag });
+    const ms = performance.now() - t0;
+    // The log is written asynchronously: flush until the query's row is there.
+    let row: number[] = [];
+    for (let i = 0; i < 10 && row.length < 4; i++) {
+      await chSql(origin, 'SYSTEM FLUSH LOGS');
+      const text = (
+        await chSql(
+          origin,
+          `SELECT query_duration_ms, read_rows, read_bytes, memory_usage FROM system.query_log WHERE query_id = '${tag}' AND type = 2 FORMAT TSV`,
+        )
+      ).trim();
+      row = text ? text.split('\t').map(Number) : [];
+      if (row.length < 4) await sleep(200);
+    }
+    const [dur, readRows, readBytes, mem] = row;
+    return {
+      ms,
+      dur: dur ?? Number.NaN,
+      readRows: readRows ?? Number.NaN,
+      readBytes: readBytes ?? 0,
+      mem: mem ?? 0,
+    };
+  };
+  for (const k of kinds) {
+    if (!k.name.startsWith('summary')) continue;
+    const st = stats.get(k.name);
+    captured.length = 0;
+    const http = await get(base, k.path(st?.worst ?? 0));
+    const sql = captured.find((q) => /groupArray/.test(q));
+    if (!sql) continue;
+    const full = await logged(sql);
+    // The percentile arrays emptied: the rest of the query (groups, counts, sums, uniqExact) stays.
+    const bare = sql.replace(/arraySort\(groupArray\([\s\S]*?\)\) AS (r|e),/g, 'emptyArrayFloat64() AS $1,');
+    const without = bare !== sql ? await logged(bare) : null;
+    rowsOut.push([
+      k.name,
+      fmtMs(http.ms),
+      fmtMs(full.dur),
+      fmtInt(full.readRows),
+      fmtBytes(full.readBytes),
+      fmtBytes(full.mem),
+      without ? fmtMs(without.dur) : '',
+      without ? fmtBytes(without.mem) : '',
+    ]);
+  }
+  console.log(
+    "\n== ClickHouse: where the summaries' time goes (the slowest request of each; server times from system.query_log) ==",
+  );
+  console.log(
+    table(
+      ['query', 'HTTP ms', 'SQL ms', 'rows read', 'bytes read', 'memory', 'no pct: SQL ms', 'no pct: memory'],
+      rowsOut,
+      [false, true, true, true, true, true, true, true],
+    ),
+  );
+  console.log(
+    '  SQL: the statement the store sent, run alone with FORMAT Null. "no pct": the same with the rtt and tte\n' +
+      '  arrays (groupArray + arraySort per group, for exact nearest-rank percentiles) replaced by empty ones.',
+  );
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  console.log(
+    `collector query bench: ${fmtInt(args.profiles)} profiles; stores: ${args.stores.join(', ')}${args.stores.includes('sqlite') ? ` (SQLite layout ${args.layout})` : ''}`,
+  );
+  // One end time for every fill: the stores get the same rows. A reused SQLite database brings
+  // the end time it was filled with, when its run recorded it.
+  let end = Date.now();
+  if (args.db && args.stores[0] === 'sqlite') {
+    try {
+      end = (JSON.parse(readFileSync(`${args.db}.fill.json`, 'utf8')) as FillResult).end ?? end;
+    } catch {
+      // A new database: now.
+    }
+  }
+  const runs: StoreRun[] = [];
+  let shared: Params | null = null;
+  for (const s of args.stores) {
+    const run: StoreRun =
+      s === 'sqlite' ? await runSqlite(args, end, shared) : await runClickHouse(args, end, shared);
+    runs.push(run);
+    shared ??= run.params;
+  }
+  if (runs.length < 2) return;
+
+  console.log(
+    `\n== Side by side: ${runs.map((r) => `${r.label} (${fmtInt(r.profiles)} profiles)`).join(' vs ')} ==`,
+  );
+  const [a, b] = runs as [StoreRun, StoreRun];
+  const names = [...new Set([...a.stats.keys(), ...b.stats.keys()])];
+  const ratio = (x: number | undefined, y: number | undefined) =>
+    x === undefined || y === undefined || y === 0 ? '' : `${(x / y).toFixed(2)}x`;
+  console.log(
+    table(
+      [
+        'query',
+        `${a.label} p50`,
+        `${a.label} p95`,
+        `${b.label} p50`,
+        `${b.label} p95`,
+        `p50 ${b.label}/${a.label}`,
+        `p95 ${b.label}/${a.label}`,
+      ],
+      names.map((name) => {
+        const x = a.stats.get(name);
+        const y = b.stats.get(name);
+        return [
+          name,
+          x ? fmtMs(x.p50) : '',
+          x ? fmtMs(x.p95) : '',
+          y ? fmtMs(y.p50) : '',
+          y ? fmtMs(y.p95) : '',
+          ratio(y?.p50, x?.p50),
+          ratio(y?.p95, x?.p95),
+        ];
+      }),
+      [false, true, true, true, true, true, true],
+    ),
+  );
+  const fillText = (r: StoreRun) =>
+    r.fill
+      ? `${r.fill.seconds.toFixed(1)} s (${fmtInt(r.fill.rows / r.fill.seconds)} rows/s; ${fmtInt(r.fill.rows / r.fill.insertSeconds)} rows/s waiting on the store)`
+      : 'not measured (reused)';
+  for (const r of runs) console.log(`fill ${r.label}: ${fillText(r)}; size ${fmtBytes(r.sizeBytes)}`);
+  if (a.fill && b.fill)
+    console.log(
+      `fill time ${b.label}/${a.label}: ${(b.fill.seconds / a.fill.seconds).toFixed(2)}x overall, ` +
+        `${(b.fill.insertSeconds / a.fill.insertSeconds).toFixed(2)}x waiting on the store; size ${(b.sizeBytes / a.sizeBytes).toFixed(2)}x`,
+    );
+  if (a.params !== b.params && b.params !== runs[0]?.params)
+    console.log('note: the stores hold data of different end times (a reused database): parameters differ');
 }
 
 main().catch((err: unknown) => {
