@@ -87,6 +87,15 @@ bench: deps build
 bench-queries: deps build
 	node dist/bench/collector-queries.js
 
+# The ClickHouse store (a temporary clickhouse-server 18.16 on loopback) against SQLite (blocks) in the
+# same run: ingest records/s at the same offered rates, with the backlog each collector held at the end
+# of each step; then both filled with the same 10 M profiles (tens of minutes) and API query p50/p95.
+# Arguments: INGEST_ARGS (e.g. --rates 25000,50000) and QUERY_ARGS (e.g. --profiles 1000000).
+.PHONY: bench-clickhouse
+bench-clickhouse: deps build
+	node dist/bench/collector-ingest.js --stores sqlite,clickhouse --layouts blocks $(INGEST_ARGS)
+	node dist/bench/collector-queries.js --stores sqlite,clickhouse --layout blocks $(QUERY_ARGS)
+
 # What monitoring costs the host (as root: namespaces, probes): no probes vs kpiflow vs per-packet.
 .PHONY: bench-agent
 bench-agent: deps build

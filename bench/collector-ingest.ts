@@ -366,7 +366,7 @@ async function main(): Promise<void> {
       `Collector ingest benchmark: IPFIX TCP profiles (${values.template === 'agent' ? "the agent's template" : '21 Flowcorder-style fields'}) over UDP loopback, ${SECONDS} s per rate${NFCAPD ? ', same stream to nfcapd' : ''}\n` +
         `stores: ${VARIANTS.map(label).join(', ')}${version}\n` +
         `socket buffers ${BUFFER >> 20} MiB${rmemNote}; lost = sent - stored (the profiles each receiver kept; for ClickHouse, counted in ClickHouse)\n` +
-        'drops: kernel socket drops; ovl: records the collector dropped itself (overload, store errors)\n' +
+        'drops: datagrams the kernel dropped at the socket (each holds several records); ovl: records the collector dropped itself (overload, store errors)\n' +
         'in store/s: profiles in the store when the load ended, per second of load (ClickHouse: delivered by the spool)\n' +
         'backlog, spool: rows waiting for the store (ingest queue + spool) and spool file bytes when the load ended; peak: the most during it\n' +
         'drain s: from the end of the load until nothing waited for the store\n\n',

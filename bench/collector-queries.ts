@@ -1136,6 +1136,8 @@ async function fillClickHouse(store: ClickHouseStore, n: number, batchRows: numb
   const batch: ProfileRow[] = [];
   const t0 = performance.now();
   let storeMs = 0;
+  // Inside insertPacked (TabSeparated text built on this thread) and waiting for ClickHouse.
+  let insertMs = 0;
   let done = 0;
   let lastReport = t0;
   let lastDone = 0;
@@ -1144,6 +1146,7 @@ async function fillClickHouse(store: ClickHouseStore, n: number, batchRows: numb
     const packed = packBatch({ profiles: batch, flows: [], exporters: [] }, packers.profiles, packers.flows);
     const i0 = performance.now();
     await store.insertPacked(packed);
+    insertMs += performance.now() - i0;
     // insertPacked only queues: keep at most two batches waiting, so that they stay in memory
     // (past four the spool writes files, past 1 GiB of files it refuses batches).
     while ((store.backlog()?.pendingBatches ?? 0) > 2) await sleep(5);
@@ -1173,6 +1176,7 @@ async function fillClickHouse(store: ClickHouseStore, n: number, batchRows: numb
     connections: gen.connections,
     end,
     failedSends: b?.failedSends ?? 0,
+    insertPackedSeconds: insertMs / 1000,
   };
 }
 
@@ -1203,7 +1207,7 @@ async function runClickHouse(args: Args, end: number, shared: Params | null): Pr
     );
     store = await ClickHouseStore.open({ url: url.toString(), spoolDir });
     const have = Number(await chSql(origin, `SELECT count() FROM ${database}.profiles`));
-    let fillResult: (FillResult & { failedSends: number }) | null = null;
+    let fillResult: (FillResult & { failedSends: number; insertPackedSeconds: number }) | null = null;
     if (have >= args.profiles) console.log(`reusing ${database}: ${fmtInt(have)} profiles already stored`);
     else if (have > 0)
       throw new Error(
@@ -1214,7 +1218,8 @@ async function runClickHouse(args: Args, end: number, shared: Params | null): Pr
       fillResult = await fillClickHouse(store, args.profiles, args.chBatch, end);
       console.log(
         `filled ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s (flushed): ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s overall, ` +
-          `${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s waiting on the store; ${fillResult.failedSends} failed sends (retried)`,
+          `${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s waiting on the store, of which ${fillResult.insertPackedSeconds.toFixed(1)} s inside insertPacked ` +
+          `(building the TabSeparated text) and ${(fillResult.insertSeconds - fillResult.insertPackedSeconds).toFixed(1)} s for delivery; ${fillResult.failedSends} failed sends (retried)`,
       );
     }
     const settled = await settleMerges(origin, database, 300_000);
