@@ -143,6 +143,50 @@ interface StepResult {
     failedWrites: number;
   };
   nfcapd: { stored: number; seqFailures: number; drops: number };
+  /** ClickHouse's own view of the step (null for SQLite). */
+  server: ServerStep | null;
+}
+
+/** What clickhouse-server did during a step: its system.events deltas and its parts. */
+interface ServerStep {
+  inserts: number;
+  insertedRows: number;
+  /** Inserts the server slowed down because a partition had too many parts, and for how long. */
+  delayedInserts: number;
+  delayedMs: number;
+  rejectedInserts: number;
+  merges: number;
+  /** Most active parts of one partition of one table, polled once a second during the load. */
+  maxParts: number;
+}
+
+const SERVER_EVENTS = [
+  'InsertQuery',
+  'InsertedRows',
+  'DelayedInserts',
+  'DelayedInsertsMilliseconds',
+  'RejectedInserts',
+  'Merge',
+] as const;
+
+async function serverEvents(ch: ClickHouseServer): Promise<Record<string, number>> {
+  const text = await ch.query(
+    `SELECT event, value FROM system.events WHERE event IN (${SERVER_EVENTS.map((e) => `'${e}'`).join(', ')}) FORMAT TSV`,
+  );
+  const out: Record<string, number> = {};
+  for (const line of text.trim().split('\n')) {
+    const [k, v] = line.split('\t');
+    if (k) out[k] = Number(v);
+  }
+  return out;
+}
+
+async function maxParts(ch: ClickHouseServer, database: string): Promise<number> {
+  return Number(
+    await ch.query(
+      `SELECT max(n) FROM (SELECT count() AS n FROM system.parts WHERE database = '${database}' AND active GROUP BY table, partition)`,
+    ),
+  );
 }
 
 let stepNo = 0;
@@ -201,6 +245,8 @@ async function step(rate: number, variant: Variant, ch: ClickHouseServer | null)
       await sleep(100);
     }
     await sleep(300);
+    const events0 = ch && variant.store === 'clickhouse' ? await serverEvents(ch) : null;
+    let peakParts = 0;
     const targets = ['--target', `127.0.0.1:${cport}`, ...(NFCAPD ? ['--target', `127.0.0.1:${nport}`] : [])];
     const gen = spawn(
       process.execPath,
@@ -234,6 +280,7 @@ async function step(rate: number, variant: Variant, ch: ClickHouseServer | null)
       const m = await scrape(hport);
       peakBacklogRows = Math.max(peakBacklogRows, m.storePending + m.pending);
       peakSpoolBytes = Math.max(peakSpoolBytes, m.spoolBytes);
+      if (events0) peakParts = Math.max(peakParts, await maxParts(ch!, database));
     }
     if ((await genExit) !== 0) throw new Error('ipfix-loadgen failed');
     const atEnd = await scrape(hport);
@@ -272,6 +319,7 @@ async function step(rate: number, variant: Variant, ch: ClickHouseServer | null)
     let stored: number;
     let lost: number;
     let inStore: number;
+    let server: ServerStep | null = null;
     if (variant.store === 'sqlite') {
       const db = new Database(join(dir, 'k.db'), { readonly: true });
       stored = (
@@ -291,6 +339,17 @@ async function step(rate: number, variant: Variant, ch: ClickHouseServer | null)
       stored = Number(await ch!.query(`SELECT count() FROM ${database}.profiles`));
       lost = Number(await ch!.query(`SELECT sum(lostRecords) FROM ${database}.exporter_deltas`));
       inStore = atEnd.delivered;
+      const events1 = await serverEvents(ch!);
+      const d = (e: (typeof SERVER_EVENTS)[number]) => (events1[e] ?? 0) - (events0?.[e] ?? 0);
+      server = {
+        inserts: d('InsertQuery'),
+        insertedRows: d('InsertedRows'),
+        delayedInserts: d('DelayedInserts'),
+        delayedMs: d('DelayedInsertsMilliseconds'),
+        rejectedInserts: d('RejectedInserts'),
+        merges: d('Merge'),
+        maxParts: peakParts,
+      };
       await ch!.query(`DROP DATABASE ${database}`);
     }
     let nstored = 0;
@@ -320,6 +379,7 @@ async function step(rate: number, variant: Variant, ch: ClickHouseServer | null)
         failedWrites: final.failedWrites,
       },
       nfcapd: { stored: nstored, seqFailures, drops: ndrops },
+      server,
     };
   } finally {
     if (collector.exitCode === null) collector.kill('SIGKILL');
@@ -428,6 +488,39 @@ async function main(): Promise<void> {
             : '') +
           '\n',
       );
+    }
+    const chSteps = results.filter((r) => r.server);
+    if (chSteps.length) {
+      process.stdout.write(
+        '\nclickhouse-server during each ClickHouse step (system.events from the start of the load until the spool drained):\n' +
+          'inserts (rows/insert), delayed: inserts it slowed down for too many parts in a partition and their total delay, ' +
+          'max parts: most active parts of one partition (polled each second of the load)\n',
+      );
+      const h = [
+        'target rec/s',
+        'inserts',
+        'rows/insert',
+        'delayed',
+        'delayed ms',
+        'rejected',
+        'merges',
+        'max parts',
+      ];
+      process.stdout.write(`${h.map((x) => x.padStart(W)).join('')}\n`);
+      for (const r of chSteps) {
+        const v = r.server!;
+        const row = [
+          r.rate,
+          v.inserts,
+          v.inserts ? Math.round(v.insertedRows / v.inserts) : 0,
+          v.delayedInserts,
+          v.delayedMs,
+          v.rejectedInserts,
+          v.merges,
+          v.maxParts,
+        ];
+        process.stdout.write(`${row.map((x) => String(x).padStart(W)).join('')}\n`);
+      }
     }
     // Ratios between variants at each rate (same run, same machine load).
     if (VARIANTS.length > 1) {
