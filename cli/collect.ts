@@ -3,7 +3,7 @@
  * listening, write everything received, close the database).
  */
 import { pino } from 'pino';
-import { parseCollectorArgs, startCollector } from '../collector/index.js';
+import { type CollectorConfig, parseCollectorArgs, spoolDir, startCollector } from '../collector/index.js';
 
 const USAGE = `usage: kpiflow collect [options]
 
@@ -17,7 +17,8 @@ const USAGE = `usage: kpiflow collect [options]
   --clickhouse-url URL         http://[user:pass@]host:8123/database (created when missing; default database kpiflow)
   --clickhouse-spool DIR       batches ClickHouse has not taken yet (default: clickhouse-spool next to --db)
   --no-ingest                  answer queries only (an API replica): no IPFIX listeners, no writes
-  --retention D | off          delete profiles and flows older than D by flow start (default 30d)
+  --retention D | off          delete profiles and flows older than D by flow start (default 30d;
+                               ClickHouse drops whole UTC days, and flows by arrival)
   --api-token T                bearer token for everything but /healthz
   --batch-size N               rows written per batch (default 5000)
   --flush-interval D           longest a record waits before it is written (default 200ms)
@@ -29,6 +30,19 @@ const USAGE = `usage: kpiflow collect [options]
   --config FILE                JSON file with the same options in camelCase (flags override it)
   --log-level L                pino level (default info); logs are JSON on stdout
 `;
+
+/** Where rows go, for messages: the SQLite file, or the ClickHouse URL without its credentials. */
+function storeName(config: CollectorConfig): string {
+  if (config.store === 'sqlite') return config.db;
+  try {
+    const u = new URL(config.clickhouseUrl!);
+    u.username = '';
+    u.password = '';
+    return `ClickHouse ${u.toString()}`;
+  } catch {
+    return 'ClickHouse';
+  }
+}
 
 /** Runs the collector; resolves with the exit code. */
 export async function runCollect(argv: string[]): Promise<number> {
@@ -42,9 +56,14 @@ export async function runCollect(argv: string[]): Promise<number> {
   if (config.once) {
     await collector.close();
     const c = collector.ingest.counters;
+    const waiting = collector.store.backlog?.()?.pendingRows ?? 0;
     process.stderr.write(
-      `kpiflow collect: ingested ${c.messages} messages: ${c.profilesStored} profiles and ${c.flowsStored} flows stored in ${config.db}\n`,
+      `kpiflow collect: ingested ${c.messages} messages: ${c.profilesStored} profiles and ${c.flowsStored} flows stored in ${storeName(config)}\n`,
     );
+    if (waiting)
+      process.stderr.write(
+        `kpiflow collect: ClickHouse did not take ${waiting} rows in time: they wait in the spool (${spoolDir(config)}) for the next start\n`,
+      );
     return 0;
   }
   const a = collector.addresses;
@@ -54,7 +73,7 @@ export async function runCollect(argv: string[]): Promise<number> {
       tcp: a.tcp && `${a.tcp.host}:${a.tcp.port}`,
       tls: a.tls && `${a.tls.host}:${a.tls.port}`,
       http: a.http && `http://${a.http.host}:${a.http.port}`,
-      db: config.db,
+      store: storeName(config),
     },
     'collector ready',
   );

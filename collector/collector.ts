@@ -41,13 +41,18 @@ function readTls(path: string, what: string): Buffer {
   }
 }
 
+/** The ClickHouse spool folder: --clickhouse-spool, or clickhouse-spool next to --db. */
+export function spoolDir(config: CollectorConfig): string {
+  return config.clickhouseSpool ?? join(dirname(config.db), 'clickhouse-spool');
+}
+
 /** Opens the configured store (read-only for an API-only process). */
 export async function openStore(config: CollectorConfig, log: Logger): Promise<Store> {
   if (config.store === 'clickhouse') {
     return ClickHouseStore.open({
       url: config.clickhouseUrl!,
       readonly: config.noIngest,
-      spoolDir: config.clickhouseSpool ?? join(dirname(config.db), 'clickhouse-spool'),
+      spoolDir: spoolDir(config),
       retentionMs: config.noIngest ? 0 : config.retentionMs,
       log,
     });

@@ -1,7 +1,7 @@
 /**
  * collector/: IPFIX in (UDP, TCP, TLS, files), stored in SQLite, served over HTTP.
  */
-export { type Collector, openStore, startCollector } from './collector.js';
+export { type Collector, openStore, spoolDir, startCollector } from './collector.js';
 export {
   COLLECTOR_DEFAULTS,
   COLLECTOR_FLAGS,

@@ -148,23 +148,23 @@ function fromJson<T>(r: Record<string, unknown>): T {
   return r as T;
 }
 
-/** 2025-01-01, the epoch of row ids. */
-const ID_EPOCH = Date.UTC(2025, 0, 1);
-
 /**
- * Row ids: 53 bits (a JavaScript number), increasing within a process: milliseconds since 2025
- * times 256 plus a sequence (256 ids a millisecond; a faster burst borrows the next
- * milliseconds), times 16 plus a random instance number, so that two collectors writing one
- * database rarely make the same id (ids only break ties between rows of the same time).
+ * Row ids: 53 bits (a JavaScript number): a random 20-bit instance number above a 33-bit
+ * counter. Ids increase within a process (they break ties between rows of the same time in
+ * pages and connections), and two collectors writing one database share an instance number
+ * with a chance of about one in a million per pair; even then a clash needs the same counter
+ * value and the same start time. A process that uses up its 8.6 G ids draws a new instance.
  */
 class IdSource {
-  private last = 0;
-  private readonly instance = randomInt(16);
+  private instance = randomInt(1 << 20);
+  private counter = 0;
 
   next(): number {
-    const unit = Math.max(this.last + 1, (Date.now() - ID_EPOCH) * 256);
-    this.last = unit;
-    return unit * 16 + this.instance;
+    if (this.counter >= 2 ** 33) {
+      this.instance = randomInt(1 << 20);
+      this.counter = 0;
+    }
+    return this.instance * 2 ** 33 + this.counter++;
   }
 }
 

@@ -154,8 +154,9 @@ export class ClickHouseServer {
     return body;
   }
 
-  /** Stops the server and removes its folder. */
+  /** Kills the server (its data is thrown away: no need for 18.16's slow clean shutdown) and removes its folder. */
   async destroy(): Promise<void> {
+    this.child?.kill('SIGKILL');
     await this.stop();
     rmSync(this.dir, { recursive: true, force: true });
   }
