@@ -38,9 +38,23 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
   // One store read serves every per-exporter series of a scrape: `scrape` starts each one
   // afresh; a read is reused for at most a second by anyone scraping the registry directly.
   let exportersRead: { at: number; rows: Promise<ExporterRow[]> } | null = null;
+  let lastExporters: ExporterRow[] = [];
+  let lastSize = 0;
   const exporters = () => {
     const now = Date.now();
-    if (!exportersRead || now - exportersRead.at > 1000) exportersRead = { at: now, rows: store.exporters() };
+    // A store that cannot answer (ClickHouse down) keeps the last values: the scrape still
+    // serves the ingest and backlog series, which matter most then.
+    if (!exportersRead || now - exportersRead.at > 1000)
+      exportersRead = {
+        at: now,
+        rows: store.exporters().then(
+          (rows) => {
+            lastExporters = rows;
+            return rows;
+          },
+          () => lastExporters,
+        ),
+      };
     return exportersRead.rows;
   };
 
@@ -176,7 +190,8 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
     help: 'Bytes the store takes on disk (database, WAL and shared-memory files)',
     registers,
     async collect() {
-      this.set(await store.sizeBytes());
+      lastSize = await store.sizeBytes().catch(() => lastSize);
+      this.set(lastSize);
     },
   });
   if (store.backlog) {

@@ -156,7 +156,7 @@ export class Spool {
           `ClickHouse spool ${this.o.dir} is full (${this.bytes} of ${this.maxBytes} bytes): batch of ${rows} rows refused`,
         );
       }
-      this.writeFile(e);
+      this.writeFile(e, false);
       e.payloads = null;
     } else this.inMemory++;
     this.queue.push(e);
@@ -207,7 +207,8 @@ export class Spool {
       );
   }
 
-  private writeFile(e: Entry): void {
+  /** Writes a batch's payloads to its file; `fromMemory`: it was counted as held in memory. */
+  private writeFile(e: Entry, fromMemory = true): void {
     const name = `${String(e.seq).padStart(16, '0')}.batch`;
     const file = join(this.o.dir, name);
     const text = JSON.stringify({ payloads: e.payloads });
@@ -221,7 +222,7 @@ export class Spool {
     e.bytes = Buffer.byteLength(text);
     this.bytes += e.bytes;
     this.counters.spooledBatches++;
-    if (e.payloads) this.inMemory = Math.max(0, this.inMemory - 1);
+    if (fromMemory) this.inMemory = Math.max(0, this.inMemory - 1);
   }
 
   /** Starts the send loop unless it runs or waits for a retry. */

@@ -12,7 +12,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { type ClickHouseClient, ClickHouseError, createClient } from '@clickhouse/client';
+import { type ClickHouseClient, ClickHouseError, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import pino, { type Logger } from 'pino';
 import { CollectorError } from '../errors.js';
 import {
@@ -20,7 +20,9 @@ import {
   CLICKHOUSE_MIGRATIONS,
   type ClickHouseVersion,
   DAY_MS,
+  FLOW_TYPES,
   hasTableTtl,
+  PROFILE_TYPES,
   parseVersion,
   WIDE_COLUMNS,
 } from './clickhouse-schema.js';
@@ -63,23 +65,39 @@ export interface ClickHouseStoreOptions {
   log?: Logger;
 }
 
-/** ClickHouse error codes worth a retry: the server or the cluster is busy or partly down. */
-const TRANSIENT_CODES = new Set([
-  '3', // UNEXPECTED_END_OF_FILE (connection cut mid-body)
-  '159', // TIMEOUT_EXCEEDED
-  '164', // READONLY
-  '202', // TOO_MANY_SIMULTANEOUS_QUERIES
-  '203', // NO_FREE_CONNECTION
-  '209', // SOCKET_TIMEOUT
-  '210', // NETWORK_ERROR
-  '225', // NO_ZOOKEEPER
-  '241', // MEMORY_LIMIT_EXCEEDED
-  '242', // TABLE_IS_READ_ONLY
-  '252', // TOO_MANY_PARTS
-  '285', // TOO_FEW_LIVE_REPLICAS
-  '319', // UNKNOWN_STATUS_OF_INSERT
-  '999', // KEEPER_EXCEPTION
+/**
+ * ClickHouse error codes that refuse the data itself: sending the batch again would fail again
+ * and hold up every batch behind it. Any other failure (network, timeouts, a busy or partly down
+ * cluster, authentication, a missing table) is retried: the batch is not at fault.
+ */
+const DATA_ERROR_CODES = new Set([
+  6, // CANNOT_PARSE_TEXT
+  26, // CANNOT_PARSE_QUOTED_STRING
+  27, // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+  33, // CANNOT_READ_ALL_DATA
+  38, // CANNOT_PARSE_DATE
+  41, // CANNOT_PARSE_DATETIME
+  53, // TYPE_MISMATCH
+  69, // ARGUMENT_OUT_OF_BOUND
+  70, // CANNOT_CONVERT_TYPE
+  72, // CANNOT_PARSE_NUMBER
+  117, // INCORRECT_DATA
+  131, // TOO_LARGE_STRING_SIZE
 ]);
+
+/** The ClickHouse error code of an error, when the server sent one. */
+export function clickHouseErrorCode(err: unknown): number | null {
+  if (err instanceof ClickHouseError && /^\d+$/.test(err.code)) return Number(err.code);
+  // @clickhouse/client recognises only newer servers' messages; 18.16 writes "Code: 27, e.displayText() = ...".
+  const m = err instanceof Error ? /^Code: (\d+)[,.]/.exec(err.message) : null;
+  return m ? Number(m[1]) : null;
+}
+
+/** Whether a failed insert should be retried (anything but a refusal of the data itself). */
+export function classifyInsertError(err: unknown): SendFailure {
+  const code = clickHouseErrorCode(err);
+  return code !== null && DATA_ERROR_CODES.has(code) ? 'reject' : 'retry';
+}
 
 /** The server could not be reached (or its schema made) yet: worth a retry. */
 class NotReadyError extends Error {
@@ -87,12 +105,6 @@ class NotReadyError extends Error {
     super(message, { cause });
     this.name = 'NotReadyError';
   }
-}
-
-/** Whether a failed insert should be retried (anything but a refusal of the data itself). */
-export function classifyInsertError(err: unknown): SendFailure {
-  if (err instanceof ClickHouseError) return TRANSIENT_CODES.has(err.code) ? 'retry' : 'reject';
-  return 'retry';
 }
 
 /** A SQL string literal. */
@@ -116,10 +128,38 @@ function tsvText(s: string): string {
     : s;
 }
 
-/** A TabSeparated cell of an unsigned integer column; NULL for nothing, negative or NaN. */
-function tsvNumber(v: number): string {
-  if (!(v >= 0)) return '\\N';
+/**
+ * A TabSeparated cell of an unsigned integer column: NULL for a value its type cannot hold
+ * (negative, or above `max`, which ClickHouse would otherwise wrap around silently); fractions
+ * are rounded. IPFIX never sends such values in these columns; rows made by other code might.
+ */
+function tsvNumber(v: number, max: number): string {
+  if (!(v >= 0) || v > max) return '\\N';
   return Number.isInteger(v) ? String(v) : String(Math.round(v));
+}
+
+/** Largest value of each ClickHouse column type used here. */
+const TYPE_MAX: Readonly<Record<string, number>> = {
+  UInt8: 255,
+  UInt16: 65_535,
+  UInt32: 4_294_967_295,
+  // As doubles: the largest below 2^64 (beyond 2^53 only bigints are exact anyway).
+  UInt64: 2 ** 64 - 2048,
+  Int64: 2 ** 63 - 1024,
+};
+
+/** Largest value each number column of a packed table can hold, in `numColumns` order. */
+function columnMaxima(table: 'profiles' | 'flows', columns: readonly string[]): number[] {
+  const types: Record<string, string> = {
+    observationDomainId: 'UInt32',
+    templateId: 'UInt16',
+    receivedMilliseconds: 'Int64',
+    ...(table === 'profiles' ? PROFILE_TYPES : FLOW_TYPES),
+  };
+  return columns.map((c) => {
+    const base = /^(?:Nullable\()?(\w+)\)?$/.exec(types[c] ?? '')?.[1] ?? 'UInt64';
+    return TYPE_MAX[base] ?? TYPE_MAX['UInt64']!;
+  });
 }
 
 /** Cursor text of a (time, id) position (the SQLite store's format). */
@@ -248,6 +288,8 @@ export class ClickHouseStore implements Store {
       // 18.16 knows neither the progress headers nor the newer settings the client may send.
       clickhouse_settings: {},
       compression: { request: false, response: false },
+      // Failures are the spool's to log (once per outage, through pino), not the client's.
+      log: { level: ClickHouseLogLevel.OFF },
     };
     const store = new ClickHouseStore(
       createClient({ ...common, database }),
@@ -317,6 +359,7 @@ export class ClickHouseStore implements Store {
     const tw = p.textColumns.length;
     const start = p.numColumns.indexOf('flowStartMilliseconds');
     const received = p.numColumns.indexOf('receivedMilliseconds');
+    const max = columnMaxima(table, p.numColumns);
     const big = new Map<number, bigint>();
     for (let k = 0; k < p.bigPositions.length; k++) big.set(p.bigPositions[k]!, p.bigValues[k]!);
     const texts = p.dict.map((s) => tsvText(s));
@@ -324,11 +367,12 @@ export class ClickHouseStore implements Store {
     for (let i = 0; i < p.n; i++) {
       const o = i * w;
       const s = p.num[o + start]!;
-      const t = !Number.isNaN(s) ? s : table === 'profiles' ? p.num[o + received]! : -1;
+      // A start time t cannot hold (a column it cannot hold either goes NULL) counts as none.
+      const t = s >= 0 && s <= TYPE_MAX['Int64']! ? s : table === 'profiles' ? p.num[o + received]! : -1;
       let line = `${t}\t${this.ids.next()}`;
       for (let j = 0; j < w; j++) {
         const v = p.num[o + j]!;
-        line += `\t${!Number.isNaN(v) ? tsvNumber(v) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
+        line += `\t${!Number.isNaN(v) ? tsvNumber(v, max[j]!) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
       }
       const to = i * tw;
       for (let j = 0; j < tw; j++) {

@@ -76,7 +76,11 @@ describe('collector configuration', () => {
   });
 
   it('names the bad option in every error', () => {
-    fails(['--no-ingest', '--http', 'off'], 'COL_ERR_CONFIG', /--no-ingest: an API-only process needs --http/);
+    fails(
+      ['--no-ingest', '--http', 'off'],
+      'COL_ERR_CONFIG',
+      /--no-ingest: an API-only process needs --http/,
+    );
     fails(['--no-ingest', '--ingest', 'x.ipfix'], 'COL_ERR_CONFIG', /--no-ingest: answers queries only/);
     const badNo = join(dir, 'badno.json');
     writeFileSync(badNo, JSON.stringify({ noIngest: 'yes' }));
