@@ -21,12 +21,58 @@ import type { Logger } from 'pino';
 import { CollectorError } from '../errors.js';
 import type { StoreBacklog } from './types.js';
 
-/** One INSERT: rows of a table as TabSeparated text. */
+/** One INSERT: rows of a table, encoded in `format`. */
 export interface InsertPayload {
   table: string;
   columns: string[];
+  format: 'RowBinary' | 'TabSeparated';
   rows: number;
-  body: string;
+  body: Buffer;
+}
+
+/**
+ * A spool file: a 4-byte length, a JSON header describing the payloads, then their bodies one
+ * after the other. `NAME.done` next to it holds how many payloads were delivered, so that a
+ * restart does not send those again.
+ */
+function encodeFile(payloads: readonly InsertPayload[]): Buffer {
+  const header = Buffer.from(
+    JSON.stringify(
+      payloads.map((p) => ({
+        table: p.table,
+        columns: p.columns,
+        format: p.format,
+        rows: p.rows,
+        bytes: p.body.length,
+      })),
+    ),
+  );
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(header.length);
+  return Buffer.concat([len, header, ...payloads.map((p) => p.body)]);
+}
+
+function decodeFile(file: string): { payloads: InsertPayload[]; done: number } {
+  const buf = readFileSync(file);
+  const hl = buf.readUInt32LE(0);
+  const header = JSON.parse(buf.subarray(4, 4 + hl).toString('utf8')) as (Omit<InsertPayload, 'body'> & {
+    bytes: number;
+  })[];
+  let o = 4 + hl;
+  const out = header.map(({ bytes, ...h }) => {
+    const body = buf.subarray(o, o + bytes);
+    o += bytes;
+    return { ...h, body };
+  });
+  if (o !== buf.length) throw new Error(`spool file ${file} is ${buf.length} bytes, its header says ${o}`);
+  let done = 0;
+  try {
+    done = Number(readFileSync(`${file}.done`, 'utf8'));
+  } catch {
+    // No payload of it was delivered yet.
+  }
+  done = Number.isInteger(done) && done > 0 ? done : 0;
+  return { payloads: out.slice(done), done };
 }
 
 /** Outcome of a failed send: retry later, or set the batch aside for good. */
@@ -62,6 +108,8 @@ interface Entry {
   payloads: InsertPayload[] | null;
   file: string | null;
   bytes: number;
+  /** Payloads of the file already delivered (noted in FILE.done). */
+  done: number;
 }
 
 const FILE = /^(\d{16})\.batch$/;
@@ -110,17 +158,17 @@ export class Spool {
       const file = join(o.dir, name);
       const bytes = statSync(file).size;
       let rows = 0;
+      let done = 0;
       try {
-        rows = (JSON.parse(readFileSync(file, 'utf8')) as { payloads: InsertPayload[] }).payloads.reduce(
-          (a, p) => a + p.rows,
-          0,
-        );
+        const d = decodeFile(file);
+        rows = d.payloads.reduce((a, p) => a + p.rows, 0);
+        done = d.done;
       } catch (err) {
         o.log.error({ err, file }, 'unreadable spool file moved to rejected/');
         renameSync(file, join(o.dir, 'rejected', name));
         continue;
       }
-      this.queue.push({ seq, createdMs: statSync(file).mtimeMs, rows, payloads: null, file, bytes });
+      this.queue.push({ seq, createdMs: statSync(file).mtimeMs, rows, payloads: null, file, bytes, done });
       this.bytes += bytes;
       this.nextSeq = Math.max(this.nextSeq, seq + 1);
     }
@@ -146,6 +194,7 @@ export class Spool {
       payloads,
       file: null,
       bytes: 0,
+      done: 0,
     };
     if (this.failing || this.inMemory >= this.memoryBatches) {
       const size = payloads.reduce((a, p) => a + p.body.length, 0);
@@ -211,7 +260,7 @@ export class Spool {
   private writeFile(e: Entry, fromMemory = true): void {
     const name = `${String(e.seq).padStart(16, '0')}.batch`;
     const file = join(this.o.dir, name);
-    const text = JSON.stringify({ payloads: e.payloads });
+    const text = encodeFile(e.payloads!);
     try {
       writeFileSync(`${file}.tmp`, text);
       renameSync(`${file}.tmp`, file);
@@ -219,7 +268,8 @@ export class Spool {
       throw new CollectorError('COL_ERR_STORE', `cannot write spool file ${file}: ${(err as Error).message}`);
     }
     e.file = file;
-    e.bytes = Buffer.byteLength(text);
+    e.done = 0;
+    e.bytes = text.length;
     this.bytes += e.bytes;
     this.counters.spooledBatches++;
     if (fromMemory) this.inMemory = Math.max(0, this.inMemory - 1);
@@ -239,7 +289,7 @@ export class Spool {
       let payloads = e.payloads;
       if (!payloads) {
         try {
-          payloads = (JSON.parse(readFileSync(e.file!, 'utf8')) as { payloads: InsertPayload[] }).payloads;
+          payloads = decodeFile(e.file!).payloads;
         } catch (err) {
           this.o.log.error({ err, file: e.file }, 'unreadable spool file moved to rejected/');
           this.setAside(e);
@@ -252,8 +302,9 @@ export class Spool {
           this.counters.deliveredRows += payloads[0]!.rows;
           e.rows -= payloads[0]!.rows;
           payloads.shift();
-          // A file's payloads are re-read on a retry: rewrite it so delivered ones stay delivered.
-          if (e.file && payloads.length) writeFileSync(e.file, JSON.stringify({ payloads }));
+          e.done++;
+          // A file's payloads are read again after a restart: note which ones were delivered.
+          if (e.file && payloads.length) writeFileSync(`${e.file}.done`, String(e.done));
         }
       } catch (err) {
         this.counters.failedSends++;
@@ -299,6 +350,7 @@ export class Spool {
         this.bytes -= e.bytes;
         try {
           unlinkSync(e.file);
+          if (e.done) unlinkSync(`${e.file}.done`);
         } catch {
           // Already gone: nothing to keep.
         }
@@ -316,6 +368,7 @@ export class Spool {
     this.bytes -= e.bytes;
     try {
       renameSync(e.file, join(this.o.dir, 'rejected', e.file.slice(e.file.lastIndexOf('/') + 1)));
+      if (e.done) renameSync(`${e.file}.done`, join(this.o.dir, 'rejected', `${e.file.slice(e.file.lastIndexOf('/') + 1)}.done`));
     } catch {
       // A file that cannot be moved is left where it is; its rows are counted as rejected.
     }

@@ -27,6 +27,7 @@ import {
   WIDE_COLUMNS,
 } from './clickhouse-schema.js';
 import { type InsertPayload, type SendFailure, Spool, type SpoolStats } from './clickhouse-spool.js';
+import { encodeRowBinary } from './clickhouse-rowbinary.js';
 import { type PackedBatch, type PackedTable, packBatch, tablePackers } from './packed-batch.js';
 import type {
   ExporterRow,
@@ -56,6 +57,10 @@ export interface ClickHouseStoreOptions {
   memoryBatches?: number;
   /** Most bytes of spool files. Default 1 GiB. */
   maxSpoolBytes?: number;
+  /** Rows gathered into one INSERT before it goes to the spool. Default 100 000. */
+  insertRows?: number;
+  /** Longest a batch waits to be gathered into an INSERT, ms. Default 1000. */
+  insertDelayMs?: number;
   /** First retry pause after a failed insert, ms. Default 500. */
   retryMs?: number;
   /** Timeout of one request, ms. Default 30 000. */
@@ -128,40 +133,6 @@ function tsvText(s: string): string {
     : s;
 }
 
-/**
- * A TabSeparated cell of an unsigned integer column: NULL for a value its type cannot hold
- * (negative, or above `max`, which ClickHouse would otherwise wrap around silently); fractions
- * are rounded. IPFIX never sends such values in these columns; rows made by other code might.
- */
-function tsvNumber(v: number, max: number): string {
-  if (!(v >= 0) || v > max) return '\\N';
-  return Number.isInteger(v) ? String(v) : String(Math.round(v));
-}
-
-/** Largest value of each ClickHouse column type used here. */
-const TYPE_MAX: Readonly<Record<string, number>> = {
-  UInt8: 255,
-  UInt16: 65_535,
-  UInt32: 4_294_967_295,
-  // As doubles: the largest below 2^64 (beyond 2^53 only bigints are exact anyway).
-  UInt64: 2 ** 64 - 2048,
-  Int64: 2 ** 63 - 1024,
-};
-
-/** Largest value each number column of a packed table can hold, in `numColumns` order. */
-function columnMaxima(table: 'profiles' | 'flows', columns: readonly string[]): number[] {
-  const types: Record<string, string> = {
-    observationDomainId: 'UInt32',
-    templateId: 'UInt16',
-    receivedMilliseconds: 'Int64',
-    ...(table === 'profiles' ? PROFILE_TYPES : FLOW_TYPES),
-  };
-  return columns.map((c) => {
-    const base = /^(?:Nullable\()?(\w+)\)?$/.exec(types[c] ?? '')?.[1] ?? 'UInt64';
-    return TYPE_MAX[base] ?? TYPE_MAX['UInt64']!;
-  });
-}
-
 /** Cursor text of a (time, id) position (the SQLite store's format). */
 function encodeCursor(t: Scalar | undefined, id: number): string {
   return `${t === null || t === undefined ? 'n' : String(t)}_${id}`;
@@ -217,6 +188,16 @@ export class ClickHouseStore implements Store {
   private retentionTimer: NodeJS.Timeout | null = null;
   private retentionRun: Promise<unknown> = Promise.resolve();
   private closed = false;
+  /** The insert being gathered: RowBinary chunks per table, exporter deltas as TabSeparated lines. */
+  private pending = {
+    profiles: { columns: [] as string[], chunks: [] as Buffer[], rows: 0 },
+    flows: { columns: [] as string[], chunks: [] as Buffer[], rows: 0 },
+  };
+  private exporterLines: string[] = [];
+  private pendingBytes = 0;
+  private pendingTimer: NodeJS.Timeout | null = null;
+  /** Rows left out because a column that cannot be NULL had no valid value. */
+  private invalidRows = 0;
 
   /** The server's version, once it answered. */
   version: ClickHouseVersion | null = null;
@@ -345,48 +326,47 @@ export class ClickHouseStore implements Store {
 
   private async send(p: InsertPayload): Promise<void> {
     await this.connect();
-    await this.client.insert({
-      table: p.table,
-      values: Readable.from([Buffer.from(p.body)], { objectMode: false }),
-      format: 'TabSeparated',
-      columns: p.columns as [string, ...string[]],
+    const r = await this.client.exec({
+      query: `INSERT INTO ${p.table} (${p.columns.join(', ')}) FORMAT ${p.format}`,
+      values: Readable.from([p.body], { objectMode: false }),
+    });
+    // The answer of an INSERT is empty; read it so that the connection is free again.
+    r.stream.resume();
+    await new Promise<void>((resolve, reject) => {
+      r.stream.once('end', resolve);
+      r.stream.once('error', reject);
     });
   }
 
-  /** The TabSeparated payload of a packed table, with `t` and `id` made here. */
-  private payload(table: 'profiles' | 'flows', p: PackedTable): InsertPayload {
-    const w = p.numColumns.length;
-    const tw = p.textColumns.length;
+  /** Encodes a packed table as RowBinary, with `t` and `id` made here, into the pending insert. */
+  private encode(table: 'profiles' | 'flows', p: PackedTable): void {
     const start = p.numColumns.indexOf('flowStartMilliseconds');
     const received = p.numColumns.indexOf('receivedMilliseconds');
-    const max = columnMaxima(table, p.numColumns);
-    const big = new Map<number, bigint>();
-    for (let k = 0; k < p.bigPositions.length; k++) big.set(p.bigPositions[k]!, p.bigValues[k]!);
-    const texts = p.dict.map((s) => tsvText(s));
-    const lines: string[] = new Array(p.n);
-    for (let i = 0; i < p.n; i++) {
-      const o = i * w;
-      const s = p.num[o + start]!;
-      // A start time t cannot hold (a column it cannot hold either goes NULL) counts as none.
-      const t = s >= 0 && s <= TYPE_MAX['Int64']! ? s : table === 'profiles' ? p.num[o + received]! : -1;
-      let line = `${t}\t${this.ids.next()}`;
-      for (let j = 0; j < w; j++) {
-        const v = p.num[o + j]!;
-        line += `\t${!Number.isNaN(v) ? tsvNumber(v, max[j]!) : big.size && big.has(o + j) ? big.get(o + j)!.toString() : '\\N'}`;
-      }
-      const to = i * tw;
-      for (let j = 0; j < tw; j++) {
-        const k = p.textIdx[to + j]!;
-        line += `\t${k === 0 ? '\\N' : texts[k - 1]}`;
-      }
-      lines[i] = line;
-    }
-    return {
-      table,
-      columns: ['t', 'id', ...p.numColumns, ...p.textColumns],
-      rows: p.n,
-      body: p.n ? `${lines.join('\n')}\n` : '',
+    const w = p.numColumns.length;
+    const maxT = 2 ** 63 - 1024;
+    // A start time t cannot hold (its column goes NULL then) counts as none.
+    const t = (i: number) => {
+      const s = p.num[i * w + start]!;
+      return s >= 0 && s <= maxT ? Math.round(s) : table === 'profiles' ? p.num[i * w + received]! : -1;
     };
+    const types = {
+      observationDomainId: 'UInt32',
+      templateId: 'UInt16',
+      receivedMilliseconds: 'Int64',
+      exporter: 'String',
+      ...(table === 'profiles' ? { ...PROFILE_TYPES, extra: 'Nullable(String)' } : { ...FLOW_TYPES, fields: 'String' }),
+    };
+    const e = encodeRowBinary(p, types, t, () => this.ids.next());
+    if (e.invalid) {
+      this.invalidRows += e.invalid;
+      this.log.warn({ table, rows: e.invalid }, 'rows without a valid observation domain, template id or arrival time left out');
+    }
+    if (!e.rows) return;
+    const pending = this.pending[table];
+    pending.columns = ['t', 'id', ...p.numColumns, ...p.textColumns];
+    pending.chunks.push(e.body);
+    pending.rows += e.rows;
+    this.pendingBytes += e.body.length;
   }
 
   async insert(batch: IngestBatch): Promise<void> {
@@ -394,29 +374,62 @@ export class ClickHouseStore implements Store {
     await this.insertPacked(packBatch(batch, this.packers.profiles, this.packers.flows));
   }
 
+  /**
+   * Encodes the batch and adds it to the insert being gathered; that insert goes to the spool
+   * once it holds `insertRows` rows or 32 MiB, or `insertDelayMs` after its first batch:
+   * ClickHouse takes a few large inserts a second far better than many small ones.
+   */
   async insertPacked(batch: PackedBatch): Promise<void> {
     if (!this.spool) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is open read-only');
+    if (this.closed) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is closed');
+    if (batch.profiles.n) this.encode('profiles', batch.profiles);
+    if (batch.flows.n) this.encode('flows', batch.flows);
+    for (const e of batch.exporters) {
+      this.exporterLines.push(
+        [
+          tsvText(e.exporter),
+          tsvText(e.transport),
+          e.address === null ? '\\N' : tsvText(e.address),
+          e.port === null ? '\\N' : String(e.port),
+          e.lastSeen,
+          e.records,
+          e.profiles,
+          e.flows,
+          e.lostRecords,
+          e.decodeErrors,
+          tsvText(JSON.stringify(e.templateIds)),
+        ].join('\t'),
+      );
+    }
+    const rows = this.pending.profiles.rows + this.pending.flows.rows;
+    if (rows >= (this.options.insertRows ?? 100_000) || this.pendingBytes >= 32 << 20) await this.pushPending();
+    else if (!this.pendingTimer && (rows || this.exporterLines.length)) {
+      this.pendingTimer = setTimeout(() => {
+        this.pendingTimer = null;
+        this.pushPending().catch((err) => this.log.error({ err }, 'ClickHouse spool refused a batch'));
+      }, this.options.insertDelayMs ?? 1000);
+      this.pendingTimer.unref();
+    }
+  }
+
+  /** Hands the insert being gathered to the spool. */
+  private async pushPending(): Promise<void> {
+    if (this.pendingTimer) clearTimeout(this.pendingTimer);
+    this.pendingTimer = null;
     const payloads: InsertPayload[] = [];
-    if (batch.profiles.n) payloads.push(this.payload('profiles', batch.profiles));
-    if (batch.flows.n) payloads.push(this.payload('flows', batch.flows));
-    if (batch.exporters.length) {
-      const body = batch.exporters
-        .map((e) =>
-          [
-            tsvText(e.exporter),
-            tsvText(e.transport),
-            e.address === null ? '\\N' : tsvText(e.address),
-            e.port === null ? '\\N' : String(e.port),
-            e.lastSeen,
-            e.records,
-            e.profiles,
-            e.flows,
-            e.lostRecords,
-            e.decodeErrors,
-            tsvText(JSON.stringify(e.templateIds)),
-          ].join('\t'),
-        )
-        .join('\n');
+    for (const table of ['profiles', 'flows'] as const) {
+      const p = this.pending[table];
+      if (!p.rows) continue;
+      payloads.push({
+        table,
+        columns: p.columns,
+        format: 'RowBinary',
+        rows: p.rows,
+        body: p.chunks.length === 1 ? p.chunks[0]! : Buffer.concat(p.chunks),
+      });
+      this.pending[table] = { columns: [], chunks: [], rows: 0 };
+    }
+    if (this.exporterLines.length) {
       payloads.push({
         table: 'exporter_deltas',
         columns: [
@@ -432,21 +445,29 @@ export class ClickHouseStore implements Store {
           'decodeErrors',
           'templateIds',
         ],
+        format: 'TabSeparated',
         rows: 0,
-        body: `${body}\n`,
+        body: Buffer.from(`${this.exporterLines.join('\n')}\n`),
       });
+      this.exporterLines = [];
     }
-    if (payloads.length) await this.spool.push(payloads);
+    this.pendingBytes = 0;
+    if (payloads.length) await this.spool!.push(payloads);
   }
 
-  /** What the spool holds and has done; null when read-only. */
+  /** What the store holds for ClickHouse and has done; null when read-only. */
   backlog(): SpoolStats | null {
-    return this.spool?.stats() ?? null;
+    const b = this.spool?.stats();
+    if (!b) return null;
+    const gathering = this.pending.profiles.rows + this.pending.flows.rows;
+    return { ...b, pendingRows: b.pendingRows + gathering, rejectedRows: b.rejectedRows + this.invalidRows };
   }
 
-  /** Resolves once every queued batch reached ClickHouse (or after `timeoutMs`); true when all did. */
+  /** Resolves once every batch reached ClickHouse (or after `timeoutMs`); true when all did. */
   async flush(timeoutMs = 30_000): Promise<boolean> {
-    return this.spool ? this.spool.drain(timeoutMs) : true;
+    if (!this.spool) return true;
+    await this.pushPending();
+    return this.spool.drain(timeoutMs);
   }
 
   // ---- reading ----
@@ -698,7 +719,7 @@ export class ClickHouseStore implements Store {
    */
   async deleteOlderThan(beforeMs: number, maxRows: number): Promise<number> {
     if (!this.spool) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is open read-only');
-    await this.spool.drain(30_000);
+    await this.flush(30_000);
     const max = Math.max(1, Math.floor(maxRows));
     const before = sqlInt(beforeMs);
     let deleted = 0;
@@ -754,6 +775,7 @@ export class ClickHouseStore implements Store {
     this.closed = true;
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     await this.retentionRun;
+    if (this.spool) await this.pushPending().catch((err) => this.log.error({ err }, 'ClickHouse spool refused a batch'));
     await this.spool?.close(this.options.closeTimeoutMs ?? 10_000);
     await this.client.close();
     await this.admin.close();

@@ -15,8 +15,14 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { pino } from 'pino';
 import { CollectorError } from '../../collector/errors.js';
-import { ClickHouseStore, type ClickHouseStoreOptions } from '../../collector/store/clickhouse-store.js';
+import { type InsertPayload, Spool } from '../../collector/store/clickhouse-spool.js';
+import {
+  ClickHouseStore,
+  type ClickHouseStoreOptions,
+  classifyInsertError,
+} from '../../collector/store/clickhouse-store.js';
 import type { ProfileRow } from '../../collector/store/types.js';
 import { IpfixEncoder } from '../../ipfix/index.js';
 import { CLICKHOUSE_SERVER, ClickHouseServer } from '../helpers/clickhouse-server.js';
@@ -53,8 +59,12 @@ function batchFiles(dir: string): string[] {
 function spooledRows(dir: string): number {
   let n = 0;
   for (const f of batchFiles(dir)) {
-    const { payloads } = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { payloads: { rows: number }[] };
-    for (const p of payloads) n += p.rows;
+    // A 4-byte header length, the JSON header, then the bodies (clickhouse-spool.ts).
+    const buf = readFileSync(join(dir, f));
+    const header = JSON.parse(buf.subarray(4, 4 + buf.readUInt32LE(0)).toString('utf8')) as {
+      rows: number;
+    }[];
+    for (const p of header) n += p.rows;
   }
   return n;
 }
@@ -93,6 +103,8 @@ describe('ClickHouse spool: back-pressure against a real server', () => {
       spoolDir: p.spool,
       retryMs: 50,
       closeTimeoutMs: 300,
+      // Every insert is its own spool batch here (the collector gathers 100 000 rows into one).
+      insertRows: 1,
       ...extra,
     });
   }
@@ -259,27 +271,78 @@ describe('ClickHouse spool: back-pressure against a real server', () => {
   it('a batch the server refuses as malformed goes to rejected/ and the batches behind it arrive', async (t) => {
     if (!requireTools(t, CLICKHOUSE_SERVER)) return;
     const p = place();
-    const store = await open(p);
+    (await open(p)).close(); // the schema
+    // The store never sends a body ClickHouse cannot read, so the spool is driven directly here,
+    // sending to the real server: a RowBinary body cut short is refused (code 33, cannot read
+    // all data), and nothing the spool does may hold the other batches back.
+    const row = (id: number) => {
+      const b = Buffer.alloc(16);
+      b.writeBigInt64LE(BigInt(Date.UTC(2026, 0, 1)), 0);
+      b.writeBigUInt64LE(BigInt(id), 8);
+      return b;
+    };
+    const payload = (body: Buffer, rows: number): InsertPayload => ({
+      table: 'profiles',
+      columns: ['t', 'id'],
+      format: 'RowBinary',
+      rows,
+      body,
+    });
+    const spool = new Spool({
+      dir: p.spool,
+      send: async (x) => {
+        const q = encodeURIComponent(
+          `INSERT INTO ${p.db}.${x.table} (${x.columns.join(', ')}) FORMAT ${x.format}`,
+        );
+        const r = await fetch(`http://127.0.0.1:${server!.httpPort}/?query=${q}`, {
+          method: 'POST',
+          body: x.body,
+        });
+        if (!r.ok) throw new Error(await r.text());
+      },
+      classify: classifyInsertError,
+      log: pino({ level: 'silent' }),
+      retryMs: 50,
+    });
     try {
-      // An observation domain of -1 cannot be a UInt32: the store writes NULL for it, which the
-      // column (not Nullable) refuses: a real refusal of the data by ClickHouse. IPFIX cannot
-      // carry it (the domain is an unsigned 32-bit header field); store.insert takes it.
-      const bad = rows(5000, 5);
-      bad[2]!.observationDomainId = -1;
-      await store.insert({ profiles: rows(0, 10), flows: [], exporters: [] });
-      await store.insert({ profiles: bad, flows: [], exporters: [] });
-      await store.insert({ profiles: rows(1000, 10), flows: [], exporters: [] });
-      const delivered = await store.flush(3000);
-      const b = store.backlog()!;
+      await spool.push([payload(Buffer.concat([row(1), row(2)]), 2)]);
+      await spool.push([payload(Buffer.concat([row(3), row(4).subarray(0, 10)]), 2)]);
+      await spool.push([payload(row(5), 1)]);
+      const delivered = await spool.drain(5000);
+      const b = spool.stats();
       assert.ok(
         delivered,
         `the malformed batch holds back the queue: ${b.pendingBatches} batches pending after ${b.failedSends} failed sends; last error: ${b.lastError?.split('\n')[0]}`,
       );
-      assert.equal(b.rejectedRows, 5);
-      assert.equal(rejectedFiles(p.spool).length, 1);
-      assert.deepEqual(await count(p.db), { rows: 20, flows: 20 });
-      assert.deepEqual(await count(p.db, 'flowId >= 5000 AND flowId < 6000'), { rows: 0, flows: 0 });
+      assert.equal(b.rejectedRows, 2);
+      assert.match(b.lastError ?? '', /^Code: 33/);
+      assert.equal(rejectedFiles(p.spool).length, 1, 'the refused batch is kept in rejected/');
+      assert.equal(
+        (
+          await server!.query(
+            `SELECT groupArray(id) FROM (SELECT id FROM ${p.db}.profiles ORDER BY id) FORMAT TSV`,
+          )
+        ).trim(),
+        '[1,2,5]',
+      );
       assert.equal(b.failing, false, 'a refused batch is not an outage');
+    } finally {
+      await spool.close(1000);
+    }
+  });
+
+  it('a row without a valid observation domain is left out and counted; the others are stored', async (t) => {
+    if (!requireTools(t, CLICKHOUSE_SERVER)) return;
+    const p = place();
+    const store = await open(p);
+    try {
+      const bad = rows(5000, 5);
+      bad[2]!.observationDomainId = -1; // not a UInt32, and the column cannot be NULL
+      await store.insert({ profiles: bad, flows: [], exporters: [] });
+      assert.ok(await store.flush(5000));
+      assert.equal(store.backlog()!.rejectedRows, 1);
+      assert.deepEqual(await count(p.db), { rows: 4, flows: 4 });
+      assert.deepEqual(await count(p.db, 'flowId = 5002'), { rows: 0, flows: 0 });
     } finally {
       await store.close();
     }
