@@ -97,7 +97,7 @@ export function encodeRowBinary(
     buf.writeUInt32LE(hi, o + 4);
     o += 8;
   };
-  rows: for (let i = 0; i < p.n; i++) {
+  nextRow: for (let i = 0; i < p.n; i++) {
     const start = o;
     int64(t(i));
     uint64(id());
@@ -108,7 +108,8 @@ export function encodeRowBinary(
       let b: bigint | undefined;
       if (Number.isNaN(v) && big.size) {
         b = big.get(base + j);
-        if (b !== undefined && (b < 0n || b >= (c.signed ? 2n ** 63n : 2n ** 64n) || c.size !== 8)) b = undefined;
+        if (b !== undefined && (b < 0n || b >= (c.signed ? 2n ** 63n : 2n ** 64n) || c.size !== 8))
+          b = undefined;
       }
       if (b === undefined) {
         if (!(v >= 0 && v <= c.max)) v = Number.NaN;
@@ -122,7 +123,7 @@ export function encodeRowBinary(
         // A column that cannot be NULL (observation domain, template id, arrival time): the row is bad.
         o = start;
         invalid++;
-        continue rows;
+        continue nextRow;
       }
       if (b !== undefined) {
         if (c.signed) buf.writeBigInt64LE(b, o);

@@ -368,7 +368,11 @@ export class Spool {
     this.bytes -= e.bytes;
     try {
       renameSync(e.file, join(this.o.dir, 'rejected', e.file.slice(e.file.lastIndexOf('/') + 1)));
-      if (e.done) renameSync(`${e.file}.done`, join(this.o.dir, 'rejected', `${e.file.slice(e.file.lastIndexOf('/') + 1)}.done`));
+      if (e.done)
+        renameSync(
+          `${e.file}.done`,
+          join(this.o.dir, 'rejected', `${e.file.slice(e.file.lastIndexOf('/') + 1)}.done`),
+        );
     } catch {
       // A file that cannot be moved is left where it is; its rows are counted as rejected.
     }

@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { type ClickHouseClient, ClickHouseError, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import pino, { type Logger } from 'pino';
 import { CollectorError } from '../errors.js';
+import { encodeRowBinary } from './clickhouse-rowbinary.js';
 import {
   AGED_TABLES,
   CLICKHOUSE_MIGRATIONS,
@@ -27,7 +28,6 @@ import {
   WIDE_COLUMNS,
 } from './clickhouse-schema.js';
 import { type InsertPayload, type SendFailure, Spool, type SpoolStats } from './clickhouse-spool.js';
-import { encodeRowBinary } from './clickhouse-rowbinary.js';
 import { type PackedBatch, type PackedTable, packBatch, tablePackers } from './packed-batch.js';
 import type {
   ExporterRow,
@@ -354,12 +354,17 @@ export class ClickHouseStore implements Store {
       templateId: 'UInt16',
       receivedMilliseconds: 'Int64',
       exporter: 'String',
-      ...(table === 'profiles' ? { ...PROFILE_TYPES, extra: 'Nullable(String)' } : { ...FLOW_TYPES, fields: 'String' }),
+      ...(table === 'profiles'
+        ? { ...PROFILE_TYPES, extra: 'Nullable(String)' }
+        : { ...FLOW_TYPES, fields: 'String' }),
     };
     const e = encodeRowBinary(p, types, t, () => this.ids.next());
     if (e.invalid) {
       this.invalidRows += e.invalid;
-      this.log.warn({ table, rows: e.invalid }, 'rows without a valid observation domain, template id or arrival time left out');
+      this.log.warn(
+        { table, rows: e.invalid },
+        'rows without a valid observation domain, template id or arrival time left out',
+      );
     }
     if (!e.rows) return;
     const pending = this.pending[table];
@@ -402,7 +407,8 @@ export class ClickHouseStore implements Store {
       );
     }
     const rows = this.pending.profiles.rows + this.pending.flows.rows;
-    if (rows >= (this.options.insertRows ?? 100_000) || this.pendingBytes >= 32 << 20) await this.pushPending();
+    if (rows >= (this.options.insertRows ?? 100_000) || this.pendingBytes >= 32 << 20)
+      await this.pushPending();
     else if (!this.pendingTimer && (rows || this.exporterLines.length)) {
       this.pendingTimer = setTimeout(() => {
         this.pendingTimer = null;
@@ -775,7 +781,8 @@ export class ClickHouseStore implements Store {
     this.closed = true;
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     await this.retentionRun;
-    if (this.spool) await this.pushPending().catch((err) => this.log.error({ err }, 'ClickHouse spool refused a batch'));
+    if (this.spool)
+      await this.pushPending().catch((err) => this.log.error({ err }, 'ClickHouse spool refused a batch'));
     await this.spool?.close(this.options.closeTimeoutMs ?? 10_000);
     await this.client.close();
     await this.admin.close();
