@@ -519,26 +519,71 @@ export class ClickHouseStore implements Store {
     return c.length ? c.join(' AND ') : '1';
   }
 
+  /**
+   * A page in two steps: the keys (t, id) of the page's rows, reading only the filter's columns;
+   * then those rows whole, found by the primary key. Profiles are searched day partition by day
+   * partition from the page's end of time, so a recent page reads recent days only.
+   */
   private async page<T>(table: 'profiles' | 'flows', f: RowFilter, page: PageRequest): Promise<Page<T>> {
     const asc = page.order === 'asc';
     let keyset = '';
+    let cursorT: number | null = null;
     if (page.cursor) {
       const { t, id } = decodeCursor(page.cursor);
       // Flows without a start time are stored with t = -1 (the cursor says 'n').
-      const tv = t === null ? -1 : t;
+      cursorT = t === null ? -1 : t;
       const op = asc ? '>' : '<';
-      keyset = ` AND (t ${op} ${sqlInt(tv)} OR (t = ${sqlInt(tv)} AND id ${op} ${sqlInt(id)}))`;
+      keyset = ` AND (t ${op} ${sqlInt(cursorT)} OR (t = ${sqlInt(cursorT)} AND id ${op} ${sqlInt(id)}))`;
     }
     const dir = asc ? 'ASC' : 'DESC';
     const limit = Math.max(1, Math.floor(page.limit));
-    const rows = await this.rows<Record<string, unknown>>(
-      `SELECT * FROM ${table} WHERE ${this.where(f, table)}${keyset} ORDER BY t ${dir}, id ${dir} LIMIT ${limit + 1}`,
-    );
-    const more = rows.length > limit;
-    if (more) rows.pop();
-    const last = rows[rows.length - 1];
-    const nextCursor = more && last ? encodeCursor(wide(last['t']), Number(last['id'])) : null;
-    return { items: rows.map((r) => fromJson<T & { id: number }>(r)), nextCursor };
+    const where = `${this.where(f, table)}${keyset}`;
+    const windows: ({ start: number; end: number } | null)[] =
+      table === 'profiles' ? await this.dayWindows(f, asc, cursorT) : [null];
+    const keys: { t: string; id: string }[] = [];
+    for (const w of windows) {
+      const within = w ? ` AND t >= ${w.start} AND t < ${w.end}` : '';
+      keys.push(
+        ...(await this.rows<{ t: string; id: string }>(
+          `SELECT t, id FROM ${table} WHERE ${where}${within} ORDER BY t ${dir}, id ${dir} LIMIT ${limit + 1 - keys.length}`,
+        )),
+      );
+      if (keys.length > limit) break;
+    }
+    const more = keys.length > limit;
+    if (more) keys.pop();
+    if (!keys.length) return { items: [], nextCursor: null };
+    const ts = [...new Set(keys.map((k) => sqlInt(BigInt(k.t))))].join(', ');
+    const ids = [...new Set(keys.map((k) => sqlInt(BigInt(k.id))))].join(', ');
+    const found = new Map<string, Record<string, unknown>>();
+    for (const r of await this.rows<Record<string, unknown>>(
+      `SELECT * FROM ${table} WHERE t IN (${ts}) AND id IN (${ids})`,
+    ))
+      found.set(`${r['t']}_${r['id']}`, r);
+    const items = keys.flatMap((k) => {
+      const r = found.get(`${k.t}_${k.id}`);
+      return r ? [fromJson<T & { id: number }>(r)] : [];
+    });
+    const last = keys[keys.length - 1]!;
+    return { items, nextCursor: more ? encodeCursor(wide(last.t), Number(last.id)) : null };
+  }
+
+  /** The days (partitions) of profiles a filter and cursor can reach, in the page's order. */
+  private async dayWindows(
+    f: RowFilter,
+    asc: boolean,
+    cursorT: number | null,
+  ): Promise<{ start: number; end: number }[]> {
+    const days = (await this.partitions('profiles'))
+      .map((d) => ({ start: d * DAY_MS, end: (d + 1) * DAY_MS }))
+      .filter(
+        (w) =>
+          (f.from === undefined || w.end > f.from) &&
+          (f.to === undefined || w.start < f.to) &&
+          (cursorT === null || (asc ? w.end > cursorT : w.start <= cursorT)),
+      )
+      .sort((x, y) => (asc ? x.start - y.start : y.start - x.start));
+    return days;
   }
 
   async profiles(filter: RowFilter, page: PageRequest): Promise<Page<ProfileRow>> {
@@ -577,38 +622,33 @@ export class ClickHouseStore implements Store {
       'duplicatePacketTotalCount',
       'reorderingPacketCount',
     ];
-    // Percentiles by the nearest rank over the sorted values, as the SQLite store computes them
-    // (percentiles.ts); the mean sums the sorted values in order, as it does.
-    const rank = (arr: string, n: string, p: number) =>
-      `if(${n} = 0, nan, ${arr}[toUInt64(greatest(1, ceil(${p / 100} * ${n})))])`;
-    const where = this.where(query, 'profiles');
-    // The top groups first; the costly columns only for them. NULL never matches in IN, so
-    // groups are matched by (key is NULL, key as text, bucket).
-    const match = "(isNull(key), ifNull(toString(key), ''), bucket)";
-    const groups = `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, count() AS n FROM profiles WHERE ${where}
-      GROUP BY key, bucket ORDER BY n DESC, key ASC NULLS FIRST LIMIT ${limit}`;
+    // Exact percentiles by the nearest rank, as the SQLite store computes them (percentiles.ts):
+    // quantileExact takes the value at index floor(level × n) of the sorted values, the nearest
+    // rank's index is ceil(p × n) - 1, and the two agree for level p - 1e-12 (p × n is never
+    // within 1e-12 × n of an integer without being one, for groups below 10^10 values).
+    const level = (p: number) => String(p / 100 - 1e-12);
+    const rtt =
+      'if(isNull(meanLatencyMicroseconds), toFloat64(meanLatencyMilliseconds), meanLatencyMicroseconds / 1000)';
+    const tte = 'toFloat64(ifNull(timeToEstablishMilliseconds, 0))';
     const rows = await this.rows<Record<string, unknown>>(
-      `SELECT key, bucket, toFloat64(count()) AS profiles, toFloat64(uniqExact(flowId)) AS connections,
-         ${sums.map((c) => `toFloat64(sum(ifNull(${c}, 0))) AS ${c}`).join(', ')},
-         arraySort(groupArray(if(isNull(meanLatencyMicroseconds), toFloat64(meanLatencyMilliseconds), meanLatencyMicroseconds / 1000))) AS r,
-         length(r) AS rn,
-         arraySort(groupArray(if(timeToEstablishMilliseconds > 0, toFloat64(timeToEstablishMilliseconds), NULL))) AS e,
-         length(e) AS en,
-         if(rn = 0, nan, arraySum(r) / rn) AS rttMean, ${rank('r', 'rn', 50)} AS rtt50, ${rank('r', 'rn', 90)} AS rtt90,
-         ${rank('r', 'rn', 95)} AS rtt95, ${rank('r', 'rn', 99)} AS rtt99,
-         if(en = 0, nan, arraySum(e) / en) AS tteMean, ${rank('e', 'en', 50)} AS tte50, ${rank('e', 'en', 90)} AS tte90
-       FROM (SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, * FROM profiles WHERE ${where})
-       WHERE ${match} IN (SELECT ${match} FROM (${groups}))
-       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST`,
+      `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, toFloat64(count()) AS profiles,
+         toFloat64(uniqExact(flowId)) AS connections,
+         ${sums.map((c) => `toFloat64(sum(ifNull(${c}, 0))) AS ${c}_sum`).join(', ')},
+         count(${rtt}) AS rn, avg(${rtt}) AS rttMean,
+         quantilesExact(${[50, 90, 95, 99].map(level).join(', ')})(${rtt}) AS rq,
+         countIf(${tte} > 0) AS en, avgIf(${tte}, ${tte} > 0) AS tteMean,
+         quantilesExactIf(${[50, 90].map(level).join(', ')})(${tte}, ${tte} > 0) AS tq
+       FROM profiles WHERE ${this.where(query, 'profiles')}
+       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST LIMIT ${limit}`,
     );
     const num = (v: unknown) => (typeof v === 'string' ? Number(v) : (v as number));
     return rows.map((g) => {
       const rn = num(g['rn']);
       const en = num(g['en']);
+      const rq = (g['rq'] as unknown[]).map(num);
+      const tq = (g['tq'] as unknown[]).map(num);
       const row: SummaryRow = {
-        key: (typeof g['key'] === 'string' && query.groupBy === 'destinationPort'
-          ? Number(g['key'])
-          : g['key']) as string | number | null,
+        key: g['key'] as string | number | null,
         bucket: b ? num(g['bucket']) : null,
         profiles: num(g['profiles']),
         connections: num(g['connections']),
@@ -618,18 +658,10 @@ export class ClickHouseStore implements Store {
         stallCount: 0,
         duplicatePacketTotalCount: 0,
         reorderingPacketCount: 0,
-        rtt: rn
-          ? {
-              mean: num(g['rttMean']),
-              p50: num(g['rtt50']),
-              p90: num(g['rtt90']),
-              p95: num(g['rtt95']),
-              p99: num(g['rtt99']),
-            }
-          : null,
-        timeToEstablish: en ? { mean: num(g['tteMean']), p50: num(g['tte50']), p90: num(g['tte90']) } : null,
+        rtt: rn ? { mean: num(g['rttMean']), p50: rq[0]!, p90: rq[1]!, p95: rq[2]!, p99: rq[3]! } : null,
+        timeToEstablish: en ? { mean: num(g['tteMean']), p50: tq[0]!, p90: tq[1]! } : null,
       };
-      for (const c of sums) (row as unknown as Record<string, number>)[c] = num(g[c]);
+      for (const c of sums) (row as unknown as Record<string, number>)[c] = num(g[`${c}_sum`]);
       return row;
     });
   }
