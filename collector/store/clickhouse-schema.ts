@@ -9,6 +9,86 @@ import { FLOW_COLUMNS, PROFILE_ID_COLUMNS, PROFILE_KPI_COLUMNS } from '../profil
 /** Milliseconds in a day: tables are partitioned by UTC day of their time column. */
 export const DAY_MS = 86_400_000;
 
+/** Hours of the roll-ups, ms. */
+export const HOUR_MS = 3_600_000;
+
+/** A profile's RTT in ms, as the summaries read it (the SQLite store's expression). */
+export const RTT_EXPR =
+  'if(isNull(meanLatencyMicroseconds), toFloat64(meanLatencyMilliseconds), meanLatencyMicroseconds / 1000)';
+/** A profile's time to establish in ms (0 when it has none). */
+export const TTE_EXPR = 'toFloat64(ifNull(timeToEstablishMilliseconds, 0))';
+
+/** The counters a summary sums, in the order of the roll-ups' s0, s1, ... columns. */
+export const SUMMED_COLUMNS = [
+  'transferredOctetTotalCount',
+  'receivedOctetTotalCount',
+  'retransmittedPacketTotalCount',
+  'stallCount',
+  'duplicatePacketTotalCount',
+  'reorderingPacketCount',
+] as const;
+
+/**
+ * The aggregate states of a summary group, as a roll-up row holds them (AggregatingMergeTree):
+ * count, distinct flowIds (uniq: an estimate), the sums, and RTT and time-to-establish counts,
+ * means and t-digests. The same text makes the roll-up tables, their views and the queries that
+ * add raw rows to them, so that the state types match.
+ */
+export const ROLLUP_STATES = [
+  'countState() AS n',
+  'uniqState(flowId) AS u',
+  ...SUMMED_COLUMNS.map((c, i) => `sumState(ifNull(${c}, 0)) AS s${i}`),
+  `countState(${RTT_EXPR}) AS rc`,
+  `avgState(${RTT_EXPR}) AS ra`,
+  `quantilesTDigestState(0.5, 0.9, 0.95, 0.99)(${RTT_EXPR}) AS rq`,
+  `countIfState(${TTE_EXPR} > 0) AS ec`,
+  `avgIfState(${TTE_EXPR}, ${TTE_EXPR} > 0) AS ea`,
+  `quantilesTDigestIfState(0.5, 0.9)(${TTE_EXPR}, ${TTE_EXPR} > 0) AS eq`,
+].join(',\n  ');
+
+/** Names of the state columns of a roll-up row. */
+export const ROLLUP_STATE_COLUMNS = [
+  'n',
+  'u',
+  ...SUMMED_COLUMNS.map((_c, i) => `s${i}`),
+  'rc',
+  'ra',
+  'rq',
+  'ec',
+  'ea',
+  'eq',
+];
+
+/**
+ * Hourly roll-ups of profiles, kept by materialized views as rows arrive (so they are never
+ * behind): one per summary dimension. ORDER BY cannot hold Nullable columns before ClickHouse
+ * 20, so a NULL key is a flag column next to a default value.
+ */
+export const ROLLUPS = {
+  destination: {
+    table: 'profile_hours_destination',
+    keys: "toUInt8(isNull(destinationAddress)) AS keyNull, ifNull(destinationAddress, '') AS key",
+    order: 'hour, keyNull, key',
+  },
+  destinationPort: {
+    table: 'profile_hours_port',
+    keys: 'toUInt8(isNull(destinationTransportPort)) AS keyNull, ifNull(destinationTransportPort, 0) AS key',
+    order: 'hour, keyNull, key',
+  },
+  dims: {
+    table: 'profile_hours_dims',
+    keys: `exporter, toUInt8(isNull(ipVersion)) AS ipNull, ifNull(ipVersion, 0) AS ip,
+  toUInt8(isNull(flowEndReason)) AS endNull, ifNull(flowEndReason, 0) AS endState`,
+    order: 'hour, exporter, ipNull, ip, endNull, endState',
+  },
+} as const;
+
+function rollupSelect(r: (typeof ROLLUPS)[keyof typeof ROLLUPS], where: string): string {
+  return `SELECT toInt64(intDiv(t, ${HOUR_MS}) * ${HOUR_MS}) AS hour, ${r.keys},
+  ${ROLLUP_STATES}
+FROM profiles${where} GROUP BY ${r.order}`;
+}
+
 /** ClickHouse type of each typed profile column. */
 export const PROFILE_TYPES: Readonly<Record<string, string>> = {
   flowId: 'Nullable(UInt64)',
@@ -76,6 +156,14 @@ ${cols([...PROFILE_ID_COLUMNS, ...PROFILE_KPI_COLUMNS], PROFILE_TYPES)},
 ) ENGINE = MergeTree PARTITION BY intDiv(t, ${DAY_MS}) ORDER BY (flowId, t)`,
     `CREATE MATERIALIZED VIEW IF NOT EXISTS profile_flows_mv TO profile_flows
   AS SELECT ifNull(flowId, 0) AS flowId, t FROM profiles`,
+    // The roll-ups: tables made from their own SELECT (ClickHouse infers the state types), then
+    // the views that fill them on every insert into profiles.
+    ...Object.values(ROLLUPS).flatMap((r) => [
+      `CREATE TABLE IF NOT EXISTS ${r.table} ENGINE = AggregatingMergeTree
+  PARTITION BY intDiv(hour, ${DAY_MS}) ORDER BY (${r.order})
+  AS ${rollupSelect(r, ' WHERE 0')}`,
+      `CREATE MATERIALIZED VIEW IF NOT EXISTS ${r.table}_mv TO ${r.table} AS ${rollupSelect(r, '')}`,
+    ]),
     `CREATE TABLE IF NOT EXISTS flows (
   t Int64,
   id UInt64,
@@ -109,6 +197,7 @@ export const AGED_TABLES = [
   { table: 'profiles', time: 't' },
   { table: 'profile_flows', time: 't' },
   { table: 'flows', time: 'receivedMilliseconds' },
+  ...Object.values(ROLLUPS).map((r) => ({ table: r.table, time: 'hour' })),
 ] as const;
 
 /** Parsed `SELECT version()`. */

@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { type ClickHouseClient, ClickHouseError, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import pino, { type Logger } from 'pino';
 import { CollectorError } from '../errors.js';
+import { EXACT_SUMMARY_ROWS } from './block-query.js';
 import { encodeRowBinary } from './clickhouse-rowbinary.js';
 import {
   AGED_TABLES,
@@ -22,9 +23,16 @@ import {
   type ClickHouseVersion,
   DAY_MS,
   FLOW_TYPES,
+  HOUR_MS,
   hasTableTtl,
   PROFILE_TYPES,
   parseVersion,
+  ROLLUP_STATE_COLUMNS,
+  ROLLUP_STATES,
+  ROLLUPS,
+  RTT_EXPR,
+  SUMMED_COLUMNS,
+  TTE_EXPR,
   WIDE_COLUMNS,
 } from './clickhouse-schema.js';
 import { type InsertPayload, type SendFailure, Spool, type SpoolStats } from './clickhouse-spool.js';
@@ -65,6 +73,11 @@ export interface ClickHouseStoreOptions {
   retryMs?: number;
   /** Timeout of one request, ms. Default 30 000. */
   requestTimeoutMs?: number;
+  /**
+   * A summary over roll-ups holding at most this many profiles reads every row instead (exact).
+   * Default EXACT_SUMMARY_ROWS, as the SQLite blocks layout.
+   */
+  exactSummaryRows?: number;
   /** How long close() keeps trying to deliver before leaving batches in the spool, ms. Default 10 000. */
   closeTimeoutMs?: number;
   log?: Logger;
@@ -145,6 +158,45 @@ function decodeCursor(c: string): { t: number | null; id: number } {
   return { t: m[1] === 'n' ? null : Number(m[1]), id: Number(m[2]) };
 }
 
+/** Key expressions of the summary groups over profiles. */
+const RAW_KEYS = {
+  destination: 'destinationAddress',
+  destinationPort: 'destinationTransportPort',
+  ipVersion: 'ipVersion',
+  exporter: 'exporter',
+  endState: 'flowEndReason',
+} as const;
+
+/** Summaries spanning at least this many whole hours, unfiltered, read the hourly roll-ups. */
+export const ROLLUP_MIN_HOURS = 3;
+
+/** A summary group from its row (profiles, connections, sums s0..., RTT and TTE statistics). */
+function summaryRow(g: Record<string, unknown>, bucketed: boolean, approximate: boolean): SummaryRow {
+  const num = (v: unknown) => (typeof v === 'string' ? Number(v) : (v as number));
+  const rn = num(g['rn']);
+  const en = num(g['en']);
+  const rq = (g['rq'] as unknown[]).map(num);
+  const tq = (g['tq'] as unknown[]).map(num);
+  const row: SummaryRow = {
+    key: g['key'] as string | number | null,
+    bucket: bucketed ? num(g['bucket']) : null,
+    profiles: num(g['profiles']),
+    connections: num(g['connections']),
+    transferredOctetTotalCount: 0,
+    receivedOctetTotalCount: 0,
+    retransmittedPacketTotalCount: 0,
+    stallCount: 0,
+    duplicatePacketTotalCount: 0,
+    reorderingPacketCount: 0,
+    rtt: rn ? { mean: num(g['rttMean']), p50: rq[0]!, p90: rq[1]!, p95: rq[2]!, p99: rq[3]! } : null,
+    timeToEstablish: en ? { mean: num(g['tteMean']), p50: tq[0]!, p90: tq[1]! } : null,
+    ...(approximate ? { approximate: true as const } : {}),
+  };
+  for (const [i, c] of SUMMED_COLUMNS.entries())
+    (row as unknown as Record<string, number>)[c] = num(g[`s${i}`]);
+  return row;
+}
+
 /** A 64-bit value as ClickHouse's JSON writes it (text), as a number when exact, else a bigint. */
 function wide(v: unknown): Scalar {
   if (typeof v !== 'string') return v as Scalar;
@@ -183,6 +235,7 @@ class IdSource {
 export class ClickHouseStore implements Store {
   readonly kind = 'clickhouse';
   private readonly packers = tablePackers();
+  private readonly exactRows: number;
   private readonly ids = new IdSource();
   private readonly spool: Spool | null;
   private retentionTimer: NodeJS.Timeout | null = null;
@@ -213,6 +266,7 @@ export class ClickHouseStore implements Store {
     private readonly options: ClickHouseStoreOptions,
     private readonly log: Logger,
   ) {
+    this.exactRows = options.exactSummaryRows ?? EXACT_SUMMARY_ROWS;
     if (options.readonly) {
       this.spool = null;
       return;
@@ -603,67 +657,110 @@ export class ClickHouseStore implements Store {
     return rows.map((r) => fromJson<ProfileRow & { id: number }>(r));
   }
 
+  /**
+   * Summaries. Exact by default: one GROUP BY over the columns needed. An unfiltered summary
+   * (a time range at most) spanning at least ROLLUP_MIN_HOURS whole hours that hold more than
+   * `exactSummaryRows` profiles, with buckets of whole hours if any, reads the hourly roll-ups for its whole hours and the raw profiles only for the
+   * partial hours at its ends; such groups are `approximate` (t-digest percentiles, estimated
+   * distinct connections; counts and sums stay exact).
+   */
   async summary(query: SummaryQuery): Promise<SummaryRow[]> {
-    const keyExpr = {
-      destination: 'destinationAddress',
-      destinationPort: 'destinationTransportPort',
-      ipVersion: 'ipVersion',
-      exporter: 'exporter',
-      endState: 'flowEndReason',
-    }[query.groupBy];
     const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
-    const bucketExpr = b ? `intDiv(t, ${b}) * ${b}` : 'toInt64(0)';
     const limit = Math.max(1, Math.floor(query.limit));
-    const sums = [
-      'transferredOctetTotalCount',
-      'receivedOctetTotalCount',
-      'retransmittedPacketTotalCount',
-      'stallCount',
-      'duplicatePacketTotalCount',
-      'reorderingPacketCount',
-    ];
+    const filtered = Object.entries(query).some(
+      ([k, v]) => v !== undefined && !['from', 'to', 'groupBy', 'bucketMs', 'limit'].includes(k),
+    );
+    const h0 = query.from === undefined ? null : Math.ceil(query.from / HOUR_MS) * HOUR_MS;
+    const h1 = query.to === undefined ? null : Math.floor(query.to / HOUR_MS) * HOUR_MS;
+    const wholeHours = h0 !== null && h1 !== null ? (h1 - h0) / HOUR_MS : Number.POSITIVE_INFINITY;
+    const hourly = !query.bucketMs || query.bucketMs % HOUR_MS === 0;
+    if (
+      !filtered &&
+      hourly &&
+      wholeHours >= ROLLUP_MIN_HOURS &&
+      (await this.rolledUp(h0, h1)) > this.exactRows
+    )
+      return this.rollupSummary(query, h0, h1, limit);
+    const keyExpr = RAW_KEYS[query.groupBy];
+    const bucketExpr = b ? `toInt64(intDiv(t, ${b}) * ${b})` : 'toInt64(0)';
     // Exact percentiles by the nearest rank, as the SQLite store computes them (percentiles.ts):
     // quantileExact takes the value at index floor(level × n) of the sorted values, the nearest
     // rank's index is ceil(p × n) - 1, and the two agree for level p - 1e-12 (p × n is never
     // within 1e-12 × n of an integer without being one, for groups below 10^10 values).
     const level = (p: number) => String(p / 100 - 1e-12);
-    const rtt =
-      'if(isNull(meanLatencyMicroseconds), toFloat64(meanLatencyMilliseconds), meanLatencyMicroseconds / 1000)';
-    const tte = 'toFloat64(ifNull(timeToEstablishMilliseconds, 0))';
     const rows = await this.rows<Record<string, unknown>>(
       `SELECT ${keyExpr} AS key, ${bucketExpr} AS bucket, toFloat64(count()) AS profiles,
          toFloat64(uniqExact(flowId)) AS connections,
-         ${sums.map((c) => `toFloat64(sum(ifNull(${c}, 0))) AS ${c}_sum`).join(', ')},
-         count(${rtt}) AS rn, avg(${rtt}) AS rttMean,
-         quantilesExact(${[50, 90, 95, 99].map(level).join(', ')})(${rtt}) AS rq,
-         countIf(${tte} > 0) AS en, avgIf(${tte}, ${tte} > 0) AS tteMean,
-         quantilesExactIf(${[50, 90].map(level).join(', ')})(${tte}, ${tte} > 0) AS tq
+         ${SUMMED_COLUMNS.map((c, i) => `toFloat64(sum(ifNull(${c}, 0))) AS s${i}`).join(', ')},
+         count(${RTT_EXPR}) AS rn, avg(${RTT_EXPR}) AS rttMean,
+         quantilesExact(${[50, 90, 95, 99].map(level).join(', ')})(${RTT_EXPR}) AS rq,
+         countIf(${TTE_EXPR} > 0) AS en, avgIf(${TTE_EXPR}, ${TTE_EXPR} > 0) AS tteMean,
+         quantilesExactIf(${[50, 90].map(level).join(', ')})(${TTE_EXPR}, ${TTE_EXPR} > 0) AS tq
        FROM profiles WHERE ${this.where(query, 'profiles')}
        GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST LIMIT ${limit}`,
     );
-    const num = (v: unknown) => (typeof v === 'string' ? Number(v) : (v as number));
-    return rows.map((g) => {
-      const rn = num(g['rn']);
-      const en = num(g['en']);
-      const rq = (g['rq'] as unknown[]).map(num);
-      const tq = (g['tq'] as unknown[]).map(num);
-      const row: SummaryRow = {
-        key: g['key'] as string | number | null,
-        bucket: b ? num(g['bucket']) : null,
-        profiles: num(g['profiles']),
-        connections: num(g['connections']),
-        transferredOctetTotalCount: 0,
-        receivedOctetTotalCount: 0,
-        retransmittedPacketTotalCount: 0,
-        stallCount: 0,
-        duplicatePacketTotalCount: 0,
-        reorderingPacketCount: 0,
-        rtt: rn ? { mean: num(g['rttMean']), p50: rq[0]!, p90: rq[1]!, p95: rq[2]!, p99: rq[3]! } : null,
-        timeToEstablish: en ? { mean: num(g['tteMean']), p50: tq[0]!, p90: tq[1]! } : null,
-      };
-      for (const c of sums) (row as unknown as Record<string, number>)[c] = num(g[`${c}_sum`]);
-      return row;
-    });
+    return rows.map((g) => summaryRow(g, b !== null, false));
+  }
+
+  /** Profiles the roll-ups count in whole hours [h0, h1) (null: unbounded). */
+  private async rolledUp(h0: number | null, h1: number | null): Promise<number> {
+    const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
+      .filter(Boolean)
+      .join(' AND ');
+    const [r] = await this.rows<{ n: string | number }>(
+      `SELECT countMerge(n) AS n FROM ${ROLLUPS.dims.table}${hours ? ` WHERE ${hours}` : ''}`,
+    );
+    return Number(r?.n ?? 0);
+  }
+
+  /** A summary from the hourly roll-ups, with the raw profiles of the partial hours at its ends. */
+  private async rollupSummary(
+    query: SummaryQuery,
+    h0: number | null,
+    h1: number | null,
+    limit: number,
+  ): Promise<SummaryRow[]> {
+    const r =
+      query.groupBy === 'destination'
+        ? ROLLUPS.destination
+        : query.groupBy === 'destinationPort'
+          ? ROLLUPS.destinationPort
+          : ROLLUPS.dims;
+    const hourKey = {
+      destination: 'if(keyNull = 1, NULL, key)',
+      destinationPort: 'if(keyNull = 1, NULL, key)',
+      ipVersion: 'if(ipNull = 1, NULL, ip)',
+      endState: 'if(endNull = 1, NULL, endState)',
+      exporter: 'exporter',
+    }[query.groupBy];
+    const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
+    const bucket = (col: string) => (b ? `toInt64(intDiv(${col}, ${b}) * ${b})` : 'toInt64(0)');
+    const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
+      .filter(Boolean)
+      .join(' AND ');
+    const parts = [
+      `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${ROLLUP_STATE_COLUMNS.join(', ')}
+       FROM ${r.table}${hours ? ` WHERE ${hours}` : ''}`,
+    ];
+    const edges: string[] = [];
+    if (query.from !== undefined && h0 !== null && query.from < h0)
+      edges.push(`(t >= ${sqlInt(query.from)} AND t < ${sqlInt(h0)})`);
+    if (query.to !== undefined && h1 !== null && h1 < query.to)
+      edges.push(`(t >= ${sqlInt(h1)} AND t < ${sqlInt(query.to)})`);
+    if (edges.length)
+      parts.push(
+        `SELECT ${RAW_KEYS[query.groupBy]} AS key, ${bucket('t')} AS bucket, ${ROLLUP_STATES}
+         FROM profiles WHERE ${edges.join(' OR ')} GROUP BY key, bucket`,
+      );
+    const rows = await this.rows<Record<string, unknown>>(
+      `SELECT key, bucket, toFloat64(countMerge(n)) AS profiles, toFloat64(uniqMerge(u)) AS connections,
+         ${SUMMED_COLUMNS.map((_c, i) => `toFloat64(sumMerge(s${i})) AS s${i}`).join(', ')},
+         countMerge(rc) AS rn, avgMerge(ra) AS rttMean, quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(rq) AS rq,
+         countIfMerge(ec) AS en, avgIfMerge(ea) AS tteMean, quantilesTDigestIfMerge(0.5, 0.9)(eq) AS tq
+       FROM (${parts.join('\n UNION ALL \n')})
+       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST LIMIT ${limit}`,
+    );
+    return rows.map((g) => summaryRow(g, b !== null, true));
   }
 
   async exporters(): Promise<ExporterRow[]> {
@@ -709,7 +806,7 @@ export class ClickHouseStore implements Store {
     for (const { table } of AGED_TABLES) {
       for (const day of await this.partitions(table)) {
         if ((day + 1) * DAY_MS > beforeMs) continue;
-        if (table !== 'profile_flows') {
+        if (table === 'profiles' || table === 'flows') {
           const [c] = await this.rows<{ n: string | number }>(
             `SELECT count() AS n FROM ${table} WHERE _partition_id = ${sqlString(String(day))}`,
           );
