@@ -1306,9 +1306,8 @@ async function runClickHouse(args: Args, end: number, shared: Params | null): Pr
 }
 
 /**
- * For each summary, its slowest request again: the store's SQL run alone on the server (query_log:
- * duration, rows read, peak memory), then the same SQL with empty percentile arrays, which tells
- * what the exact nearest-rank percentiles (groupArray, arraySort per group) cost.
+ * For each summary, its slowest request again: the store's summary SQL run alone on the server
+ * (query_log: duration, rows read, peak memory), and whether it read the hourly roll-ups.
  */
 async function diagnoseClickHouse(
   origin: string,
@@ -1352,12 +1351,9 @@ async function diagnoseClickHouse(
     const st = stats.get(k.name);
     captured.length = 0;
     const http = await get(base, k.path(st?.worst ?? 0));
-    const sql = captured.find((q) => /groupArray/.test(q));
+    const sql = [...captured].reverse().find((q) => /GROUP BY key, bucket/.test(q));
     if (!sql) continue;
     const full = await logged(sql);
-    // The percentile arrays emptied: the rest of the query (groups, counts, sums, uniqExact) stays.
-    const bare = sql.replace(/arraySort\(groupArray\([\s\S]*?\)\) AS (r|e),/g, 'emptyArrayFloat64() AS $1,');
-    const without = bare !== sql ? await logged(bare) : null;
     rowsOut.push([
       k.name,
       fmtMs(http.ms),
@@ -1365,23 +1361,26 @@ async function diagnoseClickHouse(
       fmtInt(full.readRows),
       fmtBytes(full.readBytes),
       fmtBytes(full.mem),
-      without ? fmtMs(without.dur) : '',
-      without ? fmtBytes(without.mem) : '',
+      /profile_hours_/.test(sql) ? 'roll-ups' : 'rows',
     ]);
   }
   console.log(
     "\n== ClickHouse: where the summaries' time goes (the slowest request of each; server times from system.query_log) ==",
   );
   console.log(
-    table(
-      ['query', 'HTTP ms', 'SQL ms', 'rows read', 'bytes read', 'memory', 'no pct: SQL ms', 'no pct: memory'],
-      rowsOut,
-      [false, true, true, true, true, true, true, true],
-    ),
+    table(['query', 'HTTP ms', 'SQL ms', 'rows read', 'bytes read', 'memory', 'read'], rowsOut, [
+      false,
+      true,
+      true,
+      true,
+      true,
+      true,
+      false,
+    ]),
   );
   console.log(
-    '  SQL: the statement the store sent, run alone with FORMAT Null. "no pct": the same with the rtt and tte\n' +
-      '  arrays (groupArray + arraySort per group, for exact nearest-rank percentiles) replaced by empty ones.',
+    '  SQL: the summary statement the store sent, run alone with FORMAT Null. read: the hourly roll-ups\n' +
+      '  (with the raw rows of the partial hours at the ends) or every row of the range.',
   );
 }
 

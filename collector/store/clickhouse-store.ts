@@ -592,8 +592,7 @@ export class ClickHouseStore implements Store {
     const dir = asc ? 'ASC' : 'DESC';
     const limit = Math.max(1, Math.floor(page.limit));
     const where = `${this.where(f, table)}${keyset}`;
-    const windows: ({ start: number; end: number } | null)[] =
-      table === 'profiles' ? await this.dayWindows(f, asc, cursorT) : [null];
+    const windows = table === 'profiles' ? await this.dayWindows(f, asc, cursorT) : [null];
     const keys: { t: string; id: string }[] = [];
     for (const w of windows) {
       const within = w ? ` AND t >= ${w.start} AND t < ${w.end}` : '';
@@ -622,13 +621,18 @@ export class ClickHouseStore implements Store {
     return { items, nextCursor: more ? encodeCursor(wide(last.t), Number(last.id)) : null };
   }
 
-  /** The days (partitions) of profiles a filter and cursor can reach, in the page's order. */
+  /**
+   * The days (partitions) of profiles a filter and cursor can reach, in the page's order; one
+   * unbounded window when the table has no parts of its own (a Distributed table of a cluster).
+   */
   private async dayWindows(
     f: RowFilter,
     asc: boolean,
     cursorT: number | null,
-  ): Promise<{ start: number; end: number }[]> {
-    const days = (await this.partitions('profiles'))
+  ): Promise<({ start: number; end: number } | null)[]> {
+    const partitions = await this.partitions('profiles');
+    if (!partitions.length) return [null];
+    const days = partitions
       .map((d) => ({ start: d * DAY_MS, end: (d + 1) * DAY_MS }))
       .filter(
         (w) =>

@@ -123,8 +123,9 @@ export interface SummaryRow {
   bucket: number | null;
   profiles: number;
   /**
-   * Distinct connections (flowId). With `approximate`, a sum of per-block distinct counts: an
-   * upper bound (a connection whose profiles lie in several blocks counts once per block).
+   * Distinct connections (flowId). With `approximate`: in SQLite's blocks layout a sum of
+   * per-block distinct counts, an upper bound (a connection whose profiles lie in several blocks
+   * counts once per block); in ClickHouse an estimate (uniq over hourly roll-ups).
    */
   connections: number;
   transferredOctetTotalCount: number;
@@ -138,9 +139,10 @@ export interface SummaryRow {
   /** Time to establish statistics in ms over establishment profiles; null when none. */
   timeToEstablish: { mean: number; p50: number; p90: number } | null;
   /**
-   * Set when the group used block pre-aggregates (blocks layout, large ranges): percentiles come
-   * from log histograms (within 2.2 %) and `connections` is an upper bound. Counts, sums and
-   * means stay exact. Absent when every row was read.
+   * Set when the group used pre-aggregates (large ranges): in SQLite's blocks layout percentiles
+   * come from log histograms (within 2.2 %) and `connections` is an upper bound; in ClickHouse
+   * from t-digests of hourly roll-ups, and `connections` is an estimate. Counts, sums and means
+   * stay exact. Absent when every row was read.
    */
   approximate?: true;
 }
