@@ -1219,7 +1219,7 @@ async function runClickHouse(args: Args, end: number, shared: Params | null): Pr
       console.log(
         `filled ${fmtInt(fillResult.rows)} profiles in ${fillResult.seconds.toFixed(1)} s (flushed): ${fmtInt(fillResult.rows / fillResult.seconds)} rows/s overall, ` +
           `${fmtInt(fillResult.rows / fillResult.insertSeconds)} rows/s waiting on the store, of which ${fillResult.insertPackedSeconds.toFixed(1)} s inside insertPacked ` +
-          `(building the TabSeparated text) and ${(fillResult.insertSeconds - fillResult.insertPackedSeconds).toFixed(1)} s for delivery; ${fillResult.failedSends} failed sends (retried)`,
+          `(encoding RowBinary) and ${(fillResult.insertSeconds - fillResult.insertPackedSeconds).toFixed(1)} s for delivery; ${fillResult.failedSends} failed sends (retried)`,
       );
     }
     const settled = await settleMerges(origin, database, 300_000);
