@@ -18,11 +18,8 @@ import { after, before, describe, it } from 'node:test';
 import { pino } from 'pino';
 import { CollectorError } from '../../collector/errors.js';
 import { type InsertPayload, Spool } from '../../collector/store/clickhouse-spool.js';
-import {
-  ClickHouseStore,
-  type ClickHouseStoreOptions,
-  classifyInsertError,
-} from '../../collector/store/clickhouse-store.js';
+import { classifyInsertError } from '../../collector/store/clickhouse-sql.js';
+import { ClickHouseStore, type ClickHouseStoreOptions } from '../../collector/store/clickhouse-store.js';
 import type { ProfileRow } from '../../collector/store/types.js';
 import { IpfixEncoder } from '../../ipfix/index.js';
 import { CLICKHOUSE_SERVER, ClickHouseServer } from '../helpers/clickhouse-server.js';
