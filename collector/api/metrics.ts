@@ -249,8 +249,13 @@ export function createApiMetrics(deps: { store: Store; ingest?: Ingest | undefin
     counter('store_spooled_batches_total', 'Batches written to spool files', (b) => b.spooledBatches);
     counter(
       'store_rejected_rows_total',
-      'Rows the backend refused as malformed (kept in rejected/)',
+      'Rows the backend refused as malformed (kept in rejected/), and rows without a valid observation domain, template id or arrival time',
       (b) => b.rejectedRows,
+    );
+    counter(
+      'store_refused_rows_total',
+      'Rows refused because the spool was full: lost (the whole gathered insert, not only the batch that met the full spool)',
+      (b) => b.refusedRows,
     );
   }
   const requests = new Counter({
