@@ -27,9 +27,13 @@ export interface Compose {
   volumes?: Record<string, unknown>;
 }
 
-/** Runs `docker-compose config` on the repository's file; throws with its message when invalid. */
-export function composeConfig(): Compose {
-  const r = spawnSync('docker-compose', ['-f', join(REPO, 'docker-compose.yml'), 'config'], {
+/**
+ * Runs `docker-compose config` on the repository's compose files (docker-compose.yml, then any
+ * override files named); throws with its message when invalid.
+ */
+export function composeConfig(files: readonly string[] = ['docker-compose.yml']): Compose {
+  const args = files.flatMap((f) => ['-f', join(REPO, f)]);
+  const r = spawnSync('docker-compose', [...args, 'config'], {
     cwd: REPO,
     encoding: 'utf8',
   });

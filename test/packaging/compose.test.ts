@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { parseCollectorArgs } from '../../collector/config.js';
 import { requireTools } from '../helpers/tools.js';
 import { type Compose, composeConfig, readYaml, volumes } from './compose-file.js';
 import { execStart, parseUnit, REPO, serviceValue, type Unit } from './unit-file.js';
@@ -152,5 +153,46 @@ describe('docker compose', () => {
     assert.ok(g.environment?.['GF_INSTALL_PLUGINS']?.split(',').includes('yesoreyeram-infinity-datasource'));
     const dash = readFileSync(join(REPO, 'grafana/provisioning/dashboards/kpiflow.yaml'), 'utf8');
     assert.match(dash, /path: \/var\/lib\/grafana\/dashboards/);
+  });
+});
+
+describe('docker compose, ClickHouse variant (docker-compose.clickhouse.yml)', () => {
+  it('docker-compose config accepts it over docker-compose.yml; the collector stores into ClickHouse and an API replica reads it', (t) => {
+    if (!requireTools(t, 'docker-compose', 'python3')) return;
+    const c = composeConfig(['docker-compose.yml', 'docker-compose.clickhouse.yml']);
+    assert.deepEqual(Object.keys(c.services).sort(), [
+      'agent',
+      'api',
+      'clickhouse',
+      'collector',
+      'grafana',
+      'prometheus',
+      'traffic',
+    ]);
+    assert.ok('clickhouse-data' in (c.volumes ?? {}), 'ClickHouse keeps its data in a volume');
+    // The kpiflow command lines parse with the collector's own option parser (the config file
+    // the image holds at /etc/kpiflow is the checkout's packaging/config/collector.json).
+    const args = (service: string) =>
+      (c.services[service]!.command ?? [])
+        .slice(1)
+        .map((a) =>
+          a === '/etc/kpiflow/collector.json' ? join(REPO, 'packaging/config/collector.json') : a,
+        );
+    assert.equal(c.services['collector']!.command?.[0], 'collect');
+    const collector = parseCollectorArgs(args('collector'));
+    assert.equal(collector.store, 'clickhouse');
+    assert.equal(collector.clickhouseUrl, 'http://127.0.0.1:8123/kpiflow');
+    assert.equal(collector.noIngest, false);
+    assert.deepEqual(collector.ipfixUdp, { host: '0.0.0.0', port: 4739 });
+    const api = parseCollectorArgs(args('api'));
+    assert.equal(api.noIngest, true);
+    assert.equal(
+      api.clickhouseUrl,
+      collector.clickhouseUrl,
+      'the replica reads the database the collector writes',
+    );
+    assert.notEqual(api.http?.port, collector.http?.port, 'the replica answers on a port of its own');
+    assert.equal(c.services['api']!.network_mode, 'host');
+    assert.deepEqual(c.services['api']!.cap_drop, ['ALL']);
   });
 });
