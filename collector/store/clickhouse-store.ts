@@ -332,6 +332,13 @@ export class ClickHouseStore implements Store {
   async insertPacked(batch: PackedBatch): Promise<void> {
     if (!this.spool) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is open read-only');
     if (this.closed) throw new CollectorError('COL_ERR_STORE', 'the ClickHouse store is closed');
+    // Bodies are concatenated into one INSERT, so they must share their columns (every packer
+    // of a table makes the same list); a different list sends what was gathered first.
+    const differs = (table: 'profiles' | 'flows', p: PackedTable) =>
+      p.n > 0 &&
+      this.pending[table].rows > 0 &&
+      this.pending[table].columns.join() !== ['t', 'id', ...p.numColumns, ...p.textColumns].join();
+    if (differs('profiles', batch.profiles) || differs('flows', batch.flows)) await this.pushPending();
     if (batch.profiles.n) this.encode('profiles', batch.profiles);
     if (batch.flows.n) this.encode('flows', batch.flows);
     for (const e of batch.exporters) {
