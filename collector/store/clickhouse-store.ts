@@ -732,14 +732,22 @@ export class ClickHouseStore implements Store {
     this.retentionRun = (async () => {
       await this.connect().catch(() => {});
       if (this.version && hasTableTtl(this.version)) {
-        // Whole parts past the retention go in merges too, not only by the hourly drop.
+        // Rows past the retention go in merges too, not only by the hourly drop. Set only when
+        // it differs: newer servers rewrite every part of a table whose TTL is modified, and
+        // each collector start would do it again.
         const s = Math.ceil(retentionMs / 1000);
-        for (const { table, time } of AGED_TABLES)
+        for (const { table, time } of AGED_TABLES) {
+          const [def] = await this.rows<{ e: string }>(
+            `SELECT engine_full AS e FROM system.tables WHERE database = ${sqlString(this.database)} AND name = ${sqlString(table)}`,
+          ).catch(() => []);
+          if (def && (def.e.includes(`toIntervalSecond(${s})`) || def.e.includes(`INTERVAL ${s} SECOND`)))
+            continue;
           await this.client
             .command({
               query: `ALTER TABLE ${table} MODIFY TTL toDateTime(intDiv(${time}, 1000)) + INTERVAL ${s} SECOND`,
             })
             .catch((err) => this.log.warn({ err, table }, 'cannot set the table TTL'));
+        }
       }
       await run();
     })();
