@@ -60,34 +60,23 @@ export const ROLLUP_STATE_COLUMNS = [
 ];
 
 /**
- * Roll-ups of profiles, kept by materialized views as rows arrive (so they are never behind):
- * hourly for each summary dimension, and daily for destinations, the dimension with thousands
- * of keys (a week is then 7 rows a destination instead of 168). `hour` is the start of the
- * row's span (an hour, or a day). ORDER BY cannot hold Nullable columns before ClickHouse 20,
- * so a NULL key is a flag column next to a default value.
+ * Hourly roll-ups of profiles, kept by materialized views as rows arrive (so they are never
+ * behind): one per summary dimension. ORDER BY cannot hold Nullable columns before ClickHouse
+ * 20, so a NULL key is a flag column next to a default value.
  */
 export const ROLLUPS = {
   destination: {
     table: 'profile_hours_destination',
-    span: HOUR_MS,
-    keys: "toUInt8(isNull(destinationAddress)) AS keyNull, ifNull(destinationAddress, '') AS key",
-    order: 'hour, keyNull, key',
-  },
-  destinationDaily: {
-    table: 'profile_days_destination',
-    span: DAY_MS,
     keys: "toUInt8(isNull(destinationAddress)) AS keyNull, ifNull(destinationAddress, '') AS key",
     order: 'hour, keyNull, key',
   },
   destinationPort: {
     table: 'profile_hours_port',
-    span: HOUR_MS,
     keys: 'toUInt8(isNull(destinationTransportPort)) AS keyNull, ifNull(destinationTransportPort, 0) AS key',
     order: 'hour, keyNull, key',
   },
   dims: {
     table: 'profile_hours_dims',
-    span: HOUR_MS,
     keys: `exporter, toUInt8(isNull(ipVersion)) AS ipNull, ifNull(ipVersion, 0) AS ip,
   toUInt8(isNull(flowEndReason)) AS endNull, ifNull(flowEndReason, 0) AS endState`,
     order: 'hour, exporter, ipNull, ip, endNull, endState',
@@ -95,7 +84,7 @@ export const ROLLUPS = {
 } as const;
 
 function rollupSelect(r: (typeof ROLLUPS)[keyof typeof ROLLUPS], where: string): string {
-  return `SELECT toInt64(intDiv(t, ${r.span}) * ${r.span}) AS hour, ${r.keys},
+  return `SELECT toInt64(intDiv(t, ${HOUR_MS}) * ${HOUR_MS}) AS hour, ${r.keys},
   ${ROLLUP_STATES}
 FROM profiles${where} GROUP BY ${r.order}`;
 }

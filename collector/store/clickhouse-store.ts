@@ -615,10 +615,7 @@ export class ClickHouseStore implements Store {
     return Number(r?.n ?? 0);
   }
 
-  /**
-   * A summary from the roll-ups (daily for the whole days of a destination summary, hourly
-   * otherwise), with the raw profiles of the partial hours at its ends.
-   */
+  /** A summary from the hourly roll-ups, with the raw profiles of the partial hours at its ends. */
   private async rollupSummary(
     query: SummaryQuery,
     h0: number | null,
@@ -640,38 +637,13 @@ export class ClickHouseStore implements Store {
     }[query.groupBy];
     const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
     const bucket = (col: string) => (b ? `toInt64(intDiv(${col}, ${b}) * ${b})` : 'toInt64(0)');
-    /** `hour` within [lo, hi) (null: unbounded). */
-    const within = (lo: number | null, hi: number | null) =>
-      [lo !== null ? `hour >= ${sqlInt(lo)}` : '', hi !== null ? `hour < ${sqlInt(hi)}` : '']
-        .filter(Boolean)
-        .join(' AND ') || '1';
-    const states = ROLLUP_STATE_COLUMNS.join(', ');
-    const parts: string[] = [];
-    // Destinations: whole days from the daily roll-up (when buckets allow), hours around them.
-    const d0 = h0 === null ? null : Math.ceil(h0 / DAY_MS) * DAY_MS;
-    const d1 = h1 === null ? null : Math.floor(h1 / DAY_MS) * DAY_MS;
-    const daily =
-      query.groupBy === 'destination' &&
-      (!query.bucketMs || query.bucketMs % DAY_MS === 0) &&
-      (d0 === null || d1 === null || d1 > d0);
-    if (daily) {
-      parts.push(
-        `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${states}
-         FROM ${ROLLUPS.destinationDaily.table} WHERE ${within(d0, d1)}`,
-      );
-      const hourSpans = [
-        h0 !== null && d0 !== null && h0 < d0 ? `(${within(h0, d0)})` : '',
-        d1 !== null && h1 !== null && d1 < h1 ? `(${within(d1, h1)})` : '',
-      ].filter(Boolean);
-      if (hourSpans.length)
-        parts.push(
-          `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${states}
-           FROM ${r.table} WHERE ${hourSpans.join(' OR ')}`,
-        );
-    } else
-      parts.push(
-        `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${states} FROM ${r.table} WHERE ${within(h0, h1)}`,
-      );
+    const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
+      .filter(Boolean)
+      .join(' AND ');
+    const parts = [
+      `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${ROLLUP_STATE_COLUMNS.join(', ')}
+       FROM ${r.table}${hours ? ` WHERE ${hours}` : ''}`,
+    ];
     const edges: string[] = [];
     if (query.from !== undefined && h0 !== null && query.from < h0)
       edges.push(`(t >= ${sqlInt(query.from)} AND t < ${sqlInt(h0)})`);
