@@ -167,119 +167,135 @@ if (!available) {
       );
     });
 
-    it('summarises long ranges from the hourly roll-ups plus the partial hours at the ends: counts and sums exact', async () => {
-      const url = server.url('rollups');
-      const s = await ClickHouseStore.open({ url, spoolDir: join(dir, 'rollups'), exactSummaryRows: 0 });
-      const exact = await ClickHouseStore.open({ url, spoolDir: join(dir, 'rollups-exact') });
-      try {
-        // 6 hours of profiles, one a minute.
-        const rows = sampleProfiles(360);
-        const t0 = rows[0]!.flowStartMilliseconds as number;
-        for (const [i, r] of rows.entries()) {
-          r.flowStartMilliseconds = t0 + i * 60_000;
-          r.flowEndMilliseconds = t0 + i * 60_000 + 500;
-        }
-        await s.insert({ profiles: rows, flows: [], exporters: [] });
-        assert.ok(await s.flush());
-        const range = { from: t0 + 30 * 60_000, to: t0 + 5.5 * 3_600_000 };
-        const inRange = rows.filter(
-          (r) =>
-            (r.flowStartMilliseconds as number) >= range.from &&
-            (r.flowStartMilliseconds as number) < range.to,
-        );
-        for (const groupBy of [
-          'destination',
-          'ipVersion',
-          'endState',
-          'exporter',
-          'destinationPort',
-        ] as const) {
-          for (const bucketMs of [undefined, 3_600_000]) {
-            const q = { groupBy, limit: 100, ...range, ...(bucketMs ? { bucketMs } : {}) };
-            const approx = await s.summary(q);
-            const truth = await exact.summary(q);
-            assert.ok(
-              approx.length > 0 && approx.every((g) => g.approximate === true),
-              `${groupBy}: from roll-ups`,
-            );
-            assert.ok(
-              truth.every((g) => g.approximate === undefined),
-              `${groupBy}: exact below the threshold`,
-            );
-            const byKey = (g: { key: unknown; bucket: unknown }) => `${g.key}/${g.bucket}`;
-            assert.deepEqual(
-              approx.map(byKey).sort(),
-              truth.map(byKey).sort(),
-              `${groupBy} ${bucketMs}: groups`,
-            );
-            for (const g of approx) {
-              const t = truth.find((x) => byKey(x) === byKey(g))!;
-              for (const k of [
-                'profiles',
-                'transferredOctetTotalCount',
-                'stallCount',
-                'retransmittedPacketTotalCount',
-              ] as const)
-                assert.equal(g[k], t[k], `${groupBy} ${byKey(g)} ${k}`);
-              assert.equal(
-                g.connections,
-                t.connections,
-                `${groupBy} ${byKey(g)}: few connections are counted exactly`,
+    for (const set of [
+      // 6 hours of profiles, one a minute: hourly roll-ups and raw partial hours.
+      { name: 'hours', n: 360, every: 60_000, from: 30 * 60_000, to: 5.5 * 3_600_000, buckets: [3_600_000] },
+      // 3 days, one every 10 minutes: 51 whole hours, buckets of an hour and of a day.
+      {
+        name: 'days',
+        n: 432,
+        every: 600_000,
+        from: 2.5 * 3_600_000,
+        to: 2 * 86_400_000 + 5.5 * 3_600_000,
+        buckets: [3_600_000, 86_400_000],
+      },
+    ])
+      it(`summarises long ranges from the roll-ups plus the partial hours at the ends (${set.name}): counts and sums exact`, async () => {
+        const url = server.url(`rollups_${set.name}`);
+        const s = await ClickHouseStore.open({
+          url,
+          spoolDir: join(dir, `rollups-${set.name}`),
+          exactSummaryRows: 0,
+        });
+        const exact = await ClickHouseStore.open({ url, spoolDir: join(dir, `rollups-exact-${set.name}`) });
+        try {
+          const rows = sampleProfiles(set.n);
+          const t0 = rows[0]!.flowStartMilliseconds as number;
+          for (const [i, r] of rows.entries()) {
+            r.flowStartMilliseconds = t0 + i * set.every;
+            r.flowEndMilliseconds = t0 + i * set.every + 500;
+          }
+          await s.insert({ profiles: rows, flows: [], exporters: [] });
+          assert.ok(await s.flush());
+          const range = { from: t0 + set.from, to: t0 + set.to };
+          const inRange = rows.filter(
+            (r) =>
+              (r.flowStartMilliseconds as number) >= range.from &&
+              (r.flowStartMilliseconds as number) < range.to,
+          );
+          for (const groupBy of [
+            'destination',
+            'ipVersion',
+            'endState',
+            'exporter',
+            'destinationPort',
+          ] as const) {
+            for (const bucketMs of [undefined, ...set.buckets]) {
+              const q = { groupBy, limit: 1000, ...range, ...(bucketMs ? { bucketMs } : {}) };
+              const approx = await s.summary(q);
+              const truth = await exact.summary(q);
+              assert.ok(
+                approx.length > 0 && approx.every((g) => g.approximate === true),
+                `${groupBy}: from roll-ups`,
               );
-              assert.ok(Math.abs(g.rtt!.mean - t.rtt!.mean) < 1e-9, 'means are exact');
-              // T-digest percentiles: within 15 percentiles of the group's own values (small groups
-              // of 20 values interpolate; the rows, not the store, are the truth).
-              const column = {
-                destination: 'destinationAddress',
-                ipVersion: 'ipVersion',
-                endState: 'flowEndReason',
-                exporter: 'exporter',
-                destinationPort: 'destinationTransportPort',
-              }[groupBy];
-              const values = inRange
-                .filter(
-                  (r) =>
-                    r[column] === g.key &&
-                    (g.bucket === null ||
-                      Math.floor((r.flowStartMilliseconds as number) / bucketMs!) * bucketMs! === g.bucket),
-                )
-                .map((r) => r.meanLatencyMilliseconds as number)
-                .sort((a, b) => a - b);
-              assert.equal(values.length, g.profiles);
-              const rank = (p: number) =>
-                values[Math.min(values.length, Math.max(1, Math.ceil((p / 100) * values.length))) - 1]!;
-              for (const [p, v] of [
-                [50, g.rtt!.p50],
-                [90, g.rtt!.p90],
-                [99, g.rtt!.p99],
-              ] as const)
-                assert.ok(
-                  v >= rank(p - 15) - 1e-9 && v <= rank(Math.min(100, p + 15)) + 1e-9,
-                  `${groupBy} ${byKey(g)} p${p}: ${v} outside [${rank(p - 15)}, ${rank(Math.min(100, p + 15))}]`,
+              assert.ok(
+                truth.every((g) => g.approximate === undefined),
+                `${groupBy}: exact below the threshold`,
+              );
+              const byKey = (g: { key: unknown; bucket: unknown }) => `${g.key}/${g.bucket}`;
+              assert.deepEqual(
+                approx.map(byKey).sort(),
+                truth.map(byKey).sort(),
+                `${groupBy} ${bucketMs}: groups`,
+              );
+              for (const g of approx) {
+                const t = truth.find((x) => byKey(x) === byKey(g))!;
+                for (const k of [
+                  'profiles',
+                  'transferredOctetTotalCount',
+                  'stallCount',
+                  'retransmittedPacketTotalCount',
+                ] as const)
+                  assert.equal(g[k], t[k], `${groupBy} ${byKey(g)} ${k}`);
+                assert.equal(
+                  g.connections,
+                  t.connections,
+                  `${groupBy} ${byKey(g)}: few connections are counted exactly`,
                 );
+                assert.ok(Math.abs(g.rtt!.mean - t.rtt!.mean) < 1e-9, 'means are exact');
+                // T-digest percentiles: within 15 percentiles of the group's own values (small groups
+                // of 20 values interpolate; the rows, not the store, are the truth).
+                const column = {
+                  destination: 'destinationAddress',
+                  ipVersion: 'ipVersion',
+                  endState: 'flowEndReason',
+                  exporter: 'exporter',
+                  destinationPort: 'destinationTransportPort',
+                }[groupBy];
+                const values = inRange
+                  .filter(
+                    (r) =>
+                      r[column] === g.key &&
+                      (g.bucket === null ||
+                        Math.floor((r.flowStartMilliseconds as number) / bucketMs!) * bucketMs! === g.bucket),
+                  )
+                  .map((r) => r.meanLatencyMilliseconds as number)
+                  .sort((a, b) => a - b);
+                assert.equal(values.length, g.profiles);
+                const rank = (p: number) =>
+                  values[Math.min(values.length, Math.max(1, Math.ceil((p / 100) * values.length))) - 1]!;
+                for (const [p, v] of [
+                  [50, g.rtt!.p50],
+                  [90, g.rtt!.p90],
+                  [99, g.rtt!.p99],
+                ] as const)
+                  assert.ok(
+                    v >= rank(p - 15) - 1e-9 && v <= rank(Math.min(100, p + 15)) + 1e-9,
+                    `${groupBy} ${byKey(g)} p${p}: ${v} outside [${rank(p - 15)}, ${rank(Math.min(100, p + 15))}]`,
+                  );
+              }
             }
           }
-        }
-        const total = (await s.summary({ groupBy: 'ipVersion', limit: 10, ...range })).reduce(
-          (a, g) => a + g.profiles,
-          0,
-        );
-        assert.equal(total, inRange.length);
-        // A filter, a short range or buckets that are not whole hours: exact, from the rows.
-        for (const q of [
-          { groupBy: 'destination' as const, limit: 10, ...range, ipVersion: 4 },
-          { groupBy: 'destination' as const, limit: 10, from: range.from, to: range.from + 2 * 3_600_000 },
-          { groupBy: 'destination' as const, limit: 10, ...range, bucketMs: 600_000 },
-        ])
-          assert.ok(
-            (await s.summary(q)).every((g) => g.approximate === undefined),
-            JSON.stringify(q),
+          const total = (await s.summary({ groupBy: 'ipVersion', limit: 10, ...range })).reduce(
+            (a, g) => a + g.profiles,
+            0,
           );
-      } finally {
-        await s.close();
-        await exact.close();
-      }
-    });
+          assert.equal(total, inRange.length);
+          // A filter, a short range or buckets that are not whole hours: exact, from the rows.
+          for (const q of [
+            { groupBy: 'destination' as const, limit: 10, ...range, ipVersion: 4 },
+            { groupBy: 'destination' as const, limit: 10, from: range.from, to: range.from + 2 * 3_600_000 },
+            { groupBy: 'destination' as const, limit: 10, ...range, bucketMs: 600_000 },
+          ])
+            assert.ok(
+              (await s.summary(q)).every((g) => g.approximate === undefined),
+              JSON.stringify(q),
+            );
+        } finally {
+          await s.close();
+          await exact.close();
+        }
+      });
 
     it('quotes filter values: quotes and backslashes in an address match only that text', async () => {
       const s = await settled();
