@@ -640,29 +640,73 @@ export class ClickHouseStore implements Store {
     const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
       .filter(Boolean)
       .join(' AND ');
-    const parts = [
-      `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${ROLLUP_STATE_COLUMNS.join(', ')}
-       FROM ${r.table}${hours ? ` WHERE ${hours}` : ''}`,
-    ];
     const edges: string[] = [];
     if (query.from !== undefined && h0 !== null && query.from < h0)
       edges.push(`(t >= ${sqlInt(query.from)} AND t < ${sqlInt(h0)})`);
     if (query.to !== undefined && h1 !== null && h1 < query.to)
       edges.push(`(t >= ${sqlInt(h1)} AND t < ${sqlInt(query.to)})`);
-    if (edges.length)
-      parts.push(
-        `SELECT ${RAW_KEYS[query.groupBy]} AS key, ${bucket('t')} AS bucket, ${ROLLUP_STATES}
-         FROM profiles WHERE ${edges.join(' OR ')} GROUP BY key, bucket`,
-      );
+    const rawKey = RAW_KEYS[query.groupBy];
+    /** The roll-up rows and the raw partial hours as one source (extra conditions on each). */
+    const source = (rolled: string, raw: string, rollupWhere: string, rawWhere: string) =>
+      [
+        `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${rolled}
+         FROM ${r.table} WHERE ${[hours, rollupWhere].filter(Boolean).join(' AND ') || '1'}`,
+        ...(edges.length
+          ? [
+              `SELECT ${rawKey} AS key, ${bucket('t')} AS bucket, ${raw}
+               FROM profiles WHERE (${edges.join(' OR ')})${rawWhere ? ` AND ${rawWhere}` : ''} GROUP BY key, bucket`,
+            ]
+          : []),
+      ].join('\n UNION ALL \n');
+    // First the top groups by profile count, from counts alone (cheap); then the costly states
+    // (uniq, t-digests) merged for those groups' keys only: a week of 2000 destinations merges
+    // 50 × 168 states instead of 336,000.
+    const top = await this.rows<{ key: string | number | null; bucket: string | number }>(
+      `SELECT key, bucket, sum(c) AS profiles FROM (${source('finalizeAggregation(n) AS c', 'count() AS c', '', '')})
+       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST LIMIT ${limit}`,
+    );
+    if (!top.length) return [];
+    const literal = (k: string | number) => (typeof k === 'string' ? sqlString(k) : sqlInt(k));
+    const keys = [...new Set(top.map((g) => g.key))];
+    const values = keys.filter((k): k is string | number => k !== null);
+    const rollupColumns = {
+      destination: ['keyNull', 'key'],
+      destinationPort: ['keyNull', 'key'],
+      ipVersion: ['ipNull', 'ip'],
+      endState: ['endNull', 'endState'],
+      exporter: null,
+    }[query.groupBy];
+    // (A tuple IN such as (keyNull, key) IN ((1, '')) misses rows on 18.16: plain conditions.)
+    const rollupWhere = rollupColumns
+      ? [
+          values.length
+            ? `(${rollupColumns[0]} = 0 AND ${rollupColumns[1]} IN (${values.map(literal).join(', ')}))`
+            : '',
+          values.length < keys.length ? `${rollupColumns[0]} = 1` : '',
+        ]
+          .filter(Boolean)
+          .join(' OR ')
+      : `exporter IN (${values.map(literal).join(', ')})`;
+    const rawWhere = [
+      values.length ? `${rawKey} IN (${values.map(literal).join(', ')})` : '',
+      values.length < keys.length ? `${rawKey} IS NULL` : '',
+    ]
+      .filter(Boolean)
+      .join(' OR ');
     const rows = await this.rows<Record<string, unknown>>(
       `SELECT key, bucket, toFloat64(countMerge(n)) AS profiles, toFloat64(uniqMerge(u)) AS connections,
          ${SUMMED_COLUMNS.map((_c, i) => `toFloat64(sumMerge(s${i})) AS s${i}`).join(', ')},
          countMerge(rc) AS rn, avgMerge(ra) AS rttMean, quantilesTDigestMerge(0.5, 0.9, 0.95, 0.99)(rq) AS rq,
          countIfMerge(ec) AS en, avgIfMerge(ea) AS tteMean, quantilesTDigestIfMerge(0.5, 0.9)(eq) AS tq
-       FROM (${parts.join('\n UNION ALL \n')})
-       GROUP BY key, bucket ORDER BY profiles DESC, key ASC NULLS FIRST LIMIT ${limit}`,
+       FROM (${source(ROLLUP_STATE_COLUMNS.join(', '), ROLLUP_STATES, `(${rollupWhere})`, `(${rawWhere})`)})
+       GROUP BY key, bucket`,
     );
-    return rows.map((g) => summaryRow(g, b !== null, true));
+    // The groups of the first step, in its order (the second also made other buckets of those keys).
+    const byGroup = new Map(rows.map((g) => [`${g['key']}\u0000${g['bucket']}`, g]));
+    return top.flatMap((t) => {
+      const g = byGroup.get(`${t.key}\u0000${t.bucket}`);
+      return g ? [summaryRow(g, b !== null, true)] : [];
+    });
   }
 
   async exporters(): Promise<ExporterRow[]> {

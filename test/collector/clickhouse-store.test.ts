@@ -194,6 +194,13 @@ if (!available) {
           for (const [i, r] of rows.entries()) {
             r.flowStartMilliseconds = t0 + i * set.every;
             r.flowEndMilliseconds = t0 + i * set.every + 500;
+            // Some profiles without a destination, port, IP version or end state: NULL groups.
+            if (i % 17 === 3) {
+              r.destinationAddress = null;
+              r.destinationTransportPort = null;
+              r.ipVersion = null;
+              r.flowEndReason = null;
+            }
           }
           await s.insert({ profiles: rows, flows: [], exporters: [] });
           assert.ok(await s.flush());
@@ -276,6 +283,28 @@ if (!available) {
               }
             }
           }
+          // A limit keeps the largest groups, the same ones as in the whole list.
+          for (const groupBy of ['destination', 'ipVersion', 'destinationPort'] as const)
+            for (const limit of [1, 2]) {
+              const all = await s.summary({ groupBy, limit: 1000, ...range, bucketMs: 3_600_000 });
+              const cut = await s.summary({ groupBy, limit, ...range, bucketMs: 3_600_000 });
+              assert.equal(cut.length, limit);
+              const facts = (g: (typeof all)[number]) => [
+                g.key,
+                g.bucket,
+                g.profiles,
+                g.connections,
+                g.stallCount,
+              ];
+              // Ties in profile count may be cut at a different bucket: compare the counts.
+              assert.deepEqual(
+                cut.map((g) => g.profiles),
+                all.slice(0, limit).map((g) => g.profiles),
+                `${groupBy} limit ${limit}`,
+              );
+              for (const g of cut)
+                assert.deepEqual(facts(g), facts(all.find((x) => x.key === g.key && x.bucket === g.bucket)!));
+            }
           const total = (await s.summary({ groupBy: 'ipVersion', limit: 10, ...range })).reduce(
             (a, g) => a + g.profiles,
             0,
