@@ -649,8 +649,10 @@ export class ClickHouseStore implements Store {
     /** The roll-up rows and the raw partial hours as one source (extra conditions on each). */
     const source = (rolled: string, raw: string, rollupWhere: string, rawWhere: string) =>
       [
+        // PREWHERE: the key columns are read first, and the large state columns only for the
+        // rows of the keys wanted.
         `SELECT ${hourKey} AS key, ${bucket('hour')} AS bucket, ${rolled}
-         FROM ${r.table} WHERE ${[hours, rollupWhere].filter(Boolean).join(' AND ') || '1'}`,
+         FROM ${r.table}${rollupWhere ? ` PREWHERE ${rollupWhere}` : ''} WHERE ${hours || '1'}`,
         ...(edges.length
           ? [
               `SELECT ${rawKey} AS key, ${bucket('t')} AS bucket, ${raw}
