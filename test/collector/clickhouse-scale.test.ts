@@ -22,28 +22,14 @@ import {
   KPIFLOW,
   UdpRelay,
 } from '../helpers/collector-process.js';
-import { type DumpRecord, type IpfixDumpOutput, ipfixDump, tool } from '../helpers/pcap.js';
+import { type DumpRecord, type IpfixDumpOutput, ipfixDump, mergedTcpCapture } from '../helpers/pcap.js';
 import { runSoftflowd } from '../helpers/softflowd.js';
-import { FIXTURES, requireTools } from '../helpers/tools.js';
+import { requireTools } from '../helpers/tools.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** The recorded live demo (events of a real run), replayed by the agent without privileges. */
 const DEMO_RECORDING = fileURLToPath(new URL('../../../demo/recordings/demo.kfev', import.meta.url));
-
-/** Third-party TCP captures merged into one file: softflowd and the pcap agent both read it. */
-const CAPTURES = [
-  'tcp/zeek-tcprs/comp002.pcap',
-  'tcp/tcpdump/mptcp-v0.pcap',
-  'tcp/zeek/tcp-fast-open.pcap',
-  'tcp/zeek/reassembly.pcap',
-  'tcp/zeek/ssh-dups.pcap',
-  'tcp/zeek/handshake-reorder.pcap',
-  'tcp/zeek/missing-syn.pcap',
-  'tcp/tcpdump/mptcp-aa-v1.pcap',
-  'tcp/tcpdump/mptcp-fclose.pcap',
-  'tcp/zeek/rst-inject-rae.pcap',
-];
 
 /** Template ids of kpiflow profiles (TCP, MPTCP meta, MPTCP subflow). */
 const PROFILE_TEMPLATES = new Set([47561, 47563, 47564]);
@@ -272,8 +258,7 @@ describe('scale-out: two collectors write one ClickHouse database, an API replic
       assert.equal(api.udp, undefined, 'an API replica opens no IPFIX listener');
 
       // Exporters: softflowd and a pcap-replaying agent into A, the demo-replaying agent into B.
-      const capture = join(dir, 'merged.pcap');
-      tool('mergecap', ['-F', 'pcap', '-w', capture, ...CAPTURES.map((c) => join(FIXTURES, c))]);
+      const capture = mergedTcpCapture(dir);
       const soft = await UdpRelay.open(a.udp);
       relays.push(soft);
       const pcapAgent = await UdpRelay.open(a.udp);

@@ -17,37 +17,16 @@ import {
   cflowMessages,
   flatten,
   ipfixDump,
+  mergedTcpCapture,
   type PdmlField,
-  tool,
   tsharkPdml,
   writePcap,
 } from '../helpers/pcap.js';
 import { runPmacctd } from '../helpers/pmacct.js';
 import { runSoftflowd } from '../helpers/softflowd.js';
-import { FIXTURES, requireTools } from '../helpers/tools.js';
+import { requireTools } from '../helpers/tools.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Ethernet captures merged into one file, so each exporter reports many conversations. */
-const CAPTURES = [
-  'tcp/zeek-tcprs/comp002.pcap',
-  'tcp/tcpdump/mptcp-v0.pcap',
-  'tcp/zeek/tcp-fast-open.pcap',
-  'tcp/zeek/reassembly.pcap',
-  'tcp/zeek/ssh-dups.pcap',
-  'tcp/zeek/handshake-reorder.pcap',
-  'tcp/zeek/missing-syn.pcap',
-  'tcp/tcpdump/mptcp-aa-v1.pcap',
-  'tcp/tcpdump/mptcp-fclose.pcap',
-  'tcp/zeek/rst-inject-rae.pcap',
-];
-
-/** mergecap: the captures above, in time order, as one pcap file in `dir`. */
-function mergedCapture(dir: string): string {
-  const out = join(dir, 'merged.pcap');
-  tool('mergecap', ['-F', 'pcap', '-w', out, ...CAPTURES.map((c) => join(FIXTURES, c))]);
-  return out;
-}
 
 /** The comparable values of one flow record: the 5-tuple and counters, as text. */
 type FlowKey = string;
@@ -174,7 +153,7 @@ describe('real exporters into a running collector', () => {
   it("softflowd: the API returns exactly the records softflowd exported (its own count, tshark), with tshark's values", async (t) => {
     if (!requireTools(t, 'softflowd', 'softflowctl', 'tshark', 'mergecap')) return;
     await withCollector({}, async (c, dir) => {
-      const capture = mergedCapture(dir);
+      const capture = mergedTcpCapture(dir);
       const relay = await UdpRelay.open(c.udp);
       try {
         const run = await runSoftflowd(capture, dir, { target: relay.address });
@@ -201,7 +180,7 @@ describe('real exporters into a running collector', () => {
   it('pmacctd (nfprobe, IPFIX): the API returns exactly the records pmacct exported (tshark and ipfixDump), with their values and times', async (t) => {
     if (!requireTools(t, 'pmacctd', 'tshark', 'ipfixDump', 'mergecap')) return;
     await withCollector({}, async (c, dir) => {
-      const capture = mergedCapture(dir);
+      const capture = mergedTcpCapture(dir);
       const relay = await UdpRelay.open(c.udp);
       try {
         const run = await runPmacctd(capture, dir, relay.address);

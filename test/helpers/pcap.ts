@@ -7,6 +7,8 @@
  */
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FIXTURES } from './tools.js';
 
 /**
  * Runs a third-party tool with TZ=UTC (tshark prints absolute times in the local zone) and
@@ -553,5 +555,26 @@ export function ipfixDump(path: string, args: string[] = []): IpfixDumpOutput {
   if (again.status !== 0) throw new Error(`ipfixDump --in ${path} exited ${again.status}: ${again.stderr}`);
   const out = parseIpfixDump(again.stdout, again.stderr);
   out.hexdump = false;
+  return out;
+}
+
+/** Third-party TCP captures (../shared/fixtures) that make many conversations once merged. */
+export const TCP_CAPTURES = [
+  'tcp/zeek-tcprs/comp002.pcap',
+  'tcp/tcpdump/mptcp-v0.pcap',
+  'tcp/zeek/tcp-fast-open.pcap',
+  'tcp/zeek/reassembly.pcap',
+  'tcp/zeek/ssh-dups.pcap',
+  'tcp/zeek/handshake-reorder.pcap',
+  'tcp/zeek/missing-syn.pcap',
+  'tcp/tcpdump/mptcp-aa-v1.pcap',
+  'tcp/tcpdump/mptcp-fclose.pcap',
+  'tcp/zeek/rst-inject-rae.pcap',
+] as const;
+
+/** mergecap: TCP_CAPTURES in time order as one pcap file `dir`/merged.pcap; returns its path. */
+export function mergedTcpCapture(dir: string): string {
+  const out = join(dir, 'merged.pcap');
+  tool('mergecap', ['-F', 'pcap', '-w', out, ...TCP_CAPTURES.map((c) => join(FIXTURES, c))]);
   return out;
 }
