@@ -12,6 +12,7 @@ import {
   readdirSync,
   readFileSync,
   renameSync,
+  rmSync,
   statSync,
   unlinkSync,
   writeFileSync,
@@ -149,10 +150,13 @@ export class Spool {
     } catch (err) {
       throw new CollectorError('COL_ERR_STORE', `spool folder ${o.dir}: ${(err as Error).message}`);
     }
-    // Batches a previous run left behind go first, in their order.
-    const names = readdirSync(o.dir)
-      .filter((n) => FILE.test(n))
-      .sort();
+    // Batches a previous run left behind go first, in their order; progress notes without their
+    // batch are stale.
+    const all = readdirSync(o.dir);
+    for (const n of all)
+      if (n.endsWith('.batch.done') && !all.includes(n.slice(0, -'.done'.length)))
+        rmSync(join(o.dir, n), { force: true });
+    const names = all.filter((n) => FILE.test(n)).sort();
     for (const name of names) {
       const seq = Number(FILE.exec(name)![1]);
       const file = join(o.dir, name);
@@ -262,6 +266,8 @@ export class Spool {
     const file = join(this.o.dir, name);
     const text = encodeFile(e.payloads!);
     try {
+      // A progress note left by an earlier batch of the same number must not skip this one's.
+      rmSync(`${file}.done`, { force: true });
       writeFileSync(`${file}.tmp`, text);
       renameSync(`${file}.tmp`, file);
     } catch (err) {
@@ -349,8 +355,10 @@ export class Spool {
       if (e.file) {
         this.bytes -= e.bytes;
         try {
+          // The note first: a crash in between then sends the batch again (at least once)
+          // rather than leaving a note behind for a later batch of the same number.
+          rmSync(`${e.file}.done`, { force: true });
           unlinkSync(e.file);
-          if (e.done) unlinkSync(`${e.file}.done`);
         } catch {
           // Already gone: nothing to keep.
         }

@@ -10,7 +10,16 @@
  * test sent and what ClickHouse itself counts (server.query), never the store's own answers.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -325,6 +334,46 @@ describe('ClickHouse spool: back-pressure against a real server', () => {
       assert.equal(b.failing, false, 'a refused batch is not an outage');
     } finally {
       await spool.close(1000);
+    }
+  });
+
+  it('a progress note left without its batch does not skip the INSERTs of a new batch of that number', async (t) => {
+    if (!requireTools(t, CLICKHOUSE_SERVER)) return;
+    const p = place();
+    // A crash after delivering batch 1 could leave '1 INSERT of it delivered' behind; a spool
+    // started on the emptied folder numbers its first batch 1 again.
+    mkdirSync(p.spool, { recursive: true });
+    writeFileSync(join(p.spool, `${'1'.padStart(16, '0')}.batch.done`), '1');
+    // memoryBatches 0: the batch goes through its file, as under back-pressure.
+    const store = await open(p, { memoryBatches: 0 });
+    try {
+      const exporter = {
+        exporter: 'udp:192.0.2.9:4739',
+        transport: 'udp',
+        address: '192.0.2.9',
+        port: 4739,
+        lastSeen: Date.UTC(2026, 0, 1),
+        records: 5,
+        profiles: 5,
+        flows: 0,
+        lostRecords: 0,
+        decodeErrors: 0,
+        templateIds: [47561],
+      };
+      // Two INSERTs in one batch: the profiles, then the exporter's accounting.
+      await store.insert({ profiles: rows(100, 5), flows: [], exporters: [exporter] });
+      assert.ok(await store.flush(10_000));
+      assert.deepEqual(await count(p.db), { rows: 5, flows: 5 }, 'the profiles (the first INSERT) arrived');
+      assert.equal(
+        (await server!.query(`SELECT sum(records) FROM ${p.db}.exporter_deltas FORMAT TSV`)).trim(),
+        '5',
+      );
+      assert.deepEqual(
+        readdirSync(p.spool).filter((n) => n !== 'rejected'),
+        [],
+      );
+    } finally {
+      await store.close();
     }
   });
 
