@@ -83,6 +83,33 @@ export const ROLLUPS = {
   },
 } as const;
 
+/**
+ * For each summary grouping: its roll-up, and the columns that hold its key there (a NULL flag
+ * and a value, or a value that is never NULL).
+ */
+export const ROLLUP_GROUPS = {
+  destination: { rollup: ROLLUPS.destination, nullColumn: 'keyNull', valueColumn: 'key' },
+  destinationPort: { rollup: ROLLUPS.destinationPort, nullColumn: 'keyNull', valueColumn: 'key' },
+  ipVersion: { rollup: ROLLUPS.dims, nullColumn: 'ipNull', valueColumn: 'ip' },
+  endState: { rollup: ROLLUPS.dims, nullColumn: 'endNull', valueColumn: 'endState' },
+  exporter: { rollup: ROLLUPS.dims, nullColumn: null, valueColumn: 'exporter' },
+} as const;
+
+/** Columns of an `exporter_deltas` row, in the order the store inserts them. */
+export const EXPORTER_DELTA_COLUMNS = [
+  'exporter',
+  'transport',
+  'address',
+  'port',
+  'lastSeen',
+  'records',
+  'profiles',
+  'flows',
+  'lostRecords',
+  'decodeErrors',
+  'templateIds',
+] as const;
+
 function rollupSelect(r: (typeof ROLLUPS)[keyof typeof ROLLUPS], where: string): string {
   return `SELECT toInt64(intDiv(t, ${HOUR_MS}) * ${HOUR_MS}) AS hour, ${r.keys},
   ${ROLLUP_STATES}

@@ -1,8 +1,9 @@
 /**
  * The scale-out store: ClickHouse through @clickhouse/client over HTTP. MergeTree tables
- * partitioned by day and sorted by (time, id) (clickhouse-schema.ts); each ingest batch becomes
- * TabSeparated inserts that go through a spool (clickhouse-spool.ts), so a slow or stopped
- * server holds batches back instead of losing them. Queries give the SQLite store's answers:
+ * partitioned by day and sorted by (time, id), with hourly roll-ups (clickhouse-schema.ts).
+ * Ingest batches are encoded as RowBinary (clickhouse-rowbinary.ts), gathered into large
+ * INSERTs and sent through a spool (clickhouse-spool.ts), so a slow or stopped server holds
+ * batches back instead of losing them. Queries give the SQLite store's answers:
  * the conformance suite runs on both. Several collectors may write one database: ids carry a
  * per-process instance number, and exporter accounting is stored as increments summed on read.
  *
@@ -22,11 +23,13 @@ import {
   CLICKHOUSE_MIGRATIONS,
   type ClickHouseVersion,
   DAY_MS,
+  EXPORTER_DELTA_COLUMNS,
   FLOW_TYPES,
   HOUR_MS,
   hasTableTtl,
   PROFILE_TYPES,
   parseVersion,
+  ROLLUP_GROUPS,
   ROLLUP_STATE_COLUMNS,
   ROLLUP_STATES,
   ROLLUPS,
@@ -92,6 +95,18 @@ export interface ClickHouseStoreOptions {
   /** How long close() keeps trying to deliver before leaving batches in the spool, ms. Default 10 000. */
   closeTimeoutMs?: number;
   log?: Logger;
+}
+
+/** The columns of a table's INSERT of a packed table: `t` and `id` (made here), then the table's. */
+function insertColumns(p: PackedTable): string[] {
+  return ['t', 'id', ...p.numColumns, ...p.textColumns];
+}
+
+/** SQL condition on `hour` for [lo, hi) (null: unbounded); '' when both are unbounded. */
+function hourRange(lo: number | null, hi: number | null): string {
+  return [lo !== null ? `hour >= ${sqlInt(lo)}` : '', hi !== null ? `hour < ${sqlInt(hi)}` : '']
+    .filter(Boolean)
+    .join(' AND ');
 }
 
 /** The server could not be reached (or its schema made) yet: worth a retry. */
@@ -313,7 +328,7 @@ export class ClickHouseStore implements Store {
     }
     if (!e.rows) return;
     const pending = this.pending[table];
-    pending.columns = ['t', 'id', ...p.numColumns, ...p.textColumns];
+    pending.columns = insertColumns(p);
     pending.chunks.push(e.body);
     pending.rows += e.rows;
     this.pendingBytes += e.body.length;
@@ -337,7 +352,7 @@ export class ClickHouseStore implements Store {
     const differs = (table: 'profiles' | 'flows', p: PackedTable) =>
       p.n > 0 &&
       this.pending[table].rows > 0 &&
-      this.pending[table].columns.join() !== ['t', 'id', ...p.numColumns, ...p.textColumns].join();
+      this.pending[table].columns.join() !== insertColumns(p).join();
     if (differs('profiles', batch.profiles) || differs('flows', batch.flows)) await this.pushPending();
     if (batch.profiles.n) this.encode('profiles', batch.profiles);
     if (batch.flows.n) this.encode('flows', batch.flows);
@@ -390,19 +405,7 @@ export class ClickHouseStore implements Store {
     if (this.exporterLines.length) {
       payloads.push({
         table: 'exporter_deltas',
-        columns: [
-          'exporter',
-          'transport',
-          'address',
-          'port',
-          'lastSeen',
-          'records',
-          'profiles',
-          'flows',
-          'lostRecords',
-          'decodeErrors',
-          'templateIds',
-        ],
+        columns: [...EXPORTER_DELTA_COLUMNS],
         format: 'TabSeparated',
         rows: 0,
         body: Buffer.from(`${this.exporterLines.join('\n')}\n`),
@@ -562,9 +565,10 @@ export class ClickHouseStore implements Store {
   /**
    * Summaries. Exact by default: one GROUP BY over the columns needed. An unfiltered summary
    * (a time range at most) spanning at least ROLLUP_MIN_HOURS whole hours that hold more than
-   * `exactSummaryRows` profiles, with buckets of whole hours if any, reads the hourly roll-ups for its whole hours and the raw profiles only for the
-   * partial hours at its ends; such groups are `approximate` (t-digest percentiles, estimated
-   * distinct connections; counts and sums stay exact).
+   * `exactSummaryRows` profiles, with buckets of whole hours if any, reads the hourly roll-ups
+   * for its whole hours and the raw profiles only for the partial hours at its ends; such
+   * groups are `approximate` (t-digest percentiles, estimated distinct connections; counts and
+   * sums stay exact).
    */
   async summary(query: SummaryQuery): Promise<SummaryRow[]> {
     const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
@@ -606,9 +610,7 @@ export class ClickHouseStore implements Store {
 
   /** Profiles the roll-ups count in whole hours [h0, h1) (null: unbounded). */
   private async rolledUp(h0: number | null, h1: number | null): Promise<number> {
-    const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
-      .filter(Boolean)
-      .join(' AND ');
+    const hours = hourRange(h0, h1);
     const [r] = await this.rows<{ n: string | number }>(
       `SELECT countMerge(n) AS n FROM ${ROLLUPS.dims.table}${hours ? ` WHERE ${hours}` : ''}`,
     );
@@ -622,24 +624,12 @@ export class ClickHouseStore implements Store {
     h1: number | null,
     limit: number,
   ): Promise<SummaryRow[]> {
-    const r =
-      query.groupBy === 'destination'
-        ? ROLLUPS.destination
-        : query.groupBy === 'destinationPort'
-          ? ROLLUPS.destinationPort
-          : ROLLUPS.dims;
-    const hourKey = {
-      destination: 'if(keyNull = 1, NULL, key)',
-      destinationPort: 'if(keyNull = 1, NULL, key)',
-      ipVersion: 'if(ipNull = 1, NULL, ip)',
-      endState: 'if(endNull = 1, NULL, endState)',
-      exporter: 'exporter',
-    }[query.groupBy];
+    const { rollup: r, nullColumn, valueColumn } = ROLLUP_GROUPS[query.groupBy];
+    // The group's key as the raw profiles have it (NULL rather than the flag and a default).
+    const hourKey = nullColumn ? `if(${nullColumn} = 1, NULL, ${valueColumn})` : valueColumn;
     const b = query.bucketMs ? sqlInt(Math.floor(query.bucketMs)) : null;
     const bucket = (col: string) => (b ? `toInt64(intDiv(${col}, ${b}) * ${b})` : 'toInt64(0)');
-    const hours = [h0 !== null ? `hour >= ${sqlInt(h0)}` : '', h1 !== null ? `hour < ${sqlInt(h1)}` : '']
-      .filter(Boolean)
-      .join(' AND ');
+    const hours = hourRange(h0, h1);
     const edges: string[] = [];
     if (query.from !== undefined && h0 !== null && query.from < h0)
       edges.push(`(t >= ${sqlInt(query.from)} AND t < ${sqlInt(h0)})`);
@@ -671,24 +661,17 @@ export class ClickHouseStore implements Store {
     const literal = (k: string | number) => (typeof k === 'string' ? sqlString(k) : sqlInt(k));
     const keys = [...new Set(top.map((g) => g.key))];
     const values = keys.filter((k): k is string | number => k !== null);
-    const rollupColumns = {
-      destination: ['keyNull', 'key'],
-      destinationPort: ['keyNull', 'key'],
-      ipVersion: ['ipNull', 'ip'],
-      endState: ['endNull', 'endState'],
-      exporter: null,
-    }[query.groupBy];
     // (A tuple IN such as (keyNull, key) IN ((1, '')) misses rows on 18.16: plain conditions.)
-    const rollupWhere = rollupColumns
+    const rollupWhere = nullColumn
       ? [
           values.length
-            ? `(${rollupColumns[0]} = 0 AND ${rollupColumns[1]} IN (${values.map(literal).join(', ')}))`
+            ? `(${nullColumn} = 0 AND ${valueColumn} IN (${values.map(literal).join(', ')}))`
             : '',
-          values.length < keys.length ? `${rollupColumns[0]} = 1` : '',
+          values.length < keys.length ? `${nullColumn} = 1` : '',
         ]
           .filter(Boolean)
           .join(' OR ')
-      : `exporter IN (${values.map(literal).join(', ')})`;
+      : `${valueColumn} IN (${values.map(literal).join(', ')})`;
     const rawWhere = [
       values.length ? `${rawKey} IN (${values.map(literal).join(', ')})` : '',
       values.length < keys.length ? `${rawKey} IS NULL` : '',
