@@ -8,6 +8,7 @@ import { Ingest } from '../../collector/ingest.js';
 import { STATE_NAMES } from '../../collector/profile-schema.js';
 import { SqliteStore } from '../../collector/store/sqlite-store.js';
 import { IpfixEncoder, type IpfixRecord } from '../../ipfix/index.js';
+import { profileFields } from '../helpers/profile-fields.js';
 
 export const log = pino({ level: 'silent' });
 
@@ -20,16 +21,8 @@ export const EXPORTER_A = 'udp:192.0.2.10:4739'; // IPv6 template, microsecond R
 export const EXPORTER_B = 'udp:192.0.2.20:50000'; // IPv4 template, millisecond RTT, gaps
 export const EXPORTER_C = 'udp:192.0.2.30:9995'; // plain flows
 
-const FIELDS_A = [
-  'flowId',
-  'sourceIPv6Address',
-  'destinationIPv6Address',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'flowStartReason',
-  'flowEndReason',
+const FIELDS_A = profileFields(
+  6,
   'ipVersion',
   'transferredOctetTotalCount',
   'receivedOctetTotalCount',
@@ -39,17 +32,9 @@ const FIELDS_A = [
   'timeToEstablishMilliseconds',
   'interfaceName',
   'octetTotalCount',
-];
-const FIELDS_B = [
-  'flowId',
-  'sourceIPv4Address',
-  'destinationIPv4Address',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'flowStartReason',
-  'flowEndReason',
+);
+const FIELDS_B = profileFields(
+  4,
   'ipVersion',
   'transferredOctetTotalCount',
   'receivedOctetTotalCount',
@@ -57,7 +42,7 @@ const FIELDS_B = [
   'meanLatencyMilliseconds',
   'stallCount',
   'timeToEstablishMilliseconds',
-];
+);
 const FLOW_FIELDS = [
   'sourceIPv4Address',
   'destinationIPv4Address',

@@ -30,9 +30,9 @@ import { type InsertPayload, Spool } from '../../collector/store/clickhouse-spoo
 import { classifyInsertError } from '../../collector/store/clickhouse-sql.js';
 import { ClickHouseStore, type ClickHouseStoreOptions } from '../../collector/store/clickhouse-store.js';
 import type { ProfileRow } from '../../collector/store/types.js';
-import { IpfixEncoder } from '../../ipfix/index.js';
 import { CLICKHOUSE_SERVER, ClickHouseServer } from '../helpers/clickhouse-server.js';
 import { CollectorProcess, type HostPort } from '../helpers/collector-process.js';
+import { profileEncoder, profileFields } from '../helpers/profile-fields.js';
 import { hasTool, requireTools } from '../helpers/tools.js';
 import { sampleProfiles } from './store-conformance.js';
 
@@ -421,26 +421,13 @@ describe('ClickHouse spool: back-pressure against a real server', () => {
   });
 
   describe('kpiflow collect --store clickhouse', () => {
-    const PROFILE_FIELDS = [
-      'flowId',
-      'sourceIPv4Address',
-      'destinationIPv4Address',
-      'sourceTransportPort',
-      'destinationTransportPort',
-      'flowStartMilliseconds',
-      'flowEndMilliseconds',
-      'flowStartReason',
-      'flowEndReason',
-      'transferredOctetTotalCount',
-      'meanLatencyMicroseconds',
-    ];
+    const PROFILE_FIELDS = profileFields(4, 'transferredOctetTotalCount', 'meanLatencyMicroseconds');
     /** Recent: the collector's default retention (30 days) must not drop them. */
     const T0 = Date.now() - 3_600_000;
 
     /** Sends profiles with flowIds first .. first + count - 1 over one IPFIX/TCP session. */
     async function sendProfiles(to: HostPort, first: number, count: number): Promise<void> {
-      const enc = new IpfixEncoder({ observationDomainId: 3, typeRecords: false });
-      enc.defineTemplate(47561, PROFILE_FIELDS);
+      const enc = profileEncoder(PROFILE_FIELDS, 3);
       for (let i = first; i < first + count; i++)
         enc.add(47561, {
           flowId: i,

@@ -5,30 +5,18 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { IpfixEncoder } from '../../ipfix/index.js';
+import type { IpfixEncoder } from '../../ipfix/index.js';
 import { CollectorProcess, sendUdp } from '../helpers/collector-process.js';
+import { profileEncoder, profileFields } from '../helpers/profile-fields.js';
 
-const FIELDS = [
-  'flowId',
-  'sourceIPv4Address',
-  'destinationIPv4Address',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'flowStartReason',
-  'flowEndReason',
-  'meanLatencyMicroseconds',
-];
+const FIELDS = profileFields(4, 'meanLatencyMicroseconds');
 
 /** Recent times: the default retention must not delete them. */
 const T0 = Date.now() - 3_600_000;
 
 /** A profile encoder (no RFC 5610 type records: every data record is a profile). */
 function encoder(): IpfixEncoder {
-  const enc = new IpfixEncoder({ observationDomainId: 3, typeRecords: false });
-  enc.defineTemplate(47561, FIELDS);
-  return enc;
+  return profileEncoder(FIELDS, 3);
 }
 
 /** IPFIX messages carrying profiles with flowIds from..to-1. */

@@ -13,33 +13,24 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { SqliteStore } from '../../collector/index.js';
-import { IpfixEncoder } from '../../ipfix/index.js';
+import type { IpfixEncoder } from '../../ipfix/index.js';
 import { CollectorProcess, withCollector } from '../helpers/collector-process.js';
+import { profileEncoder, profileFields } from '../helpers/profile-fields.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-const PROFILE_FIELDS = [
-  'flowId',
-  'sourceIPv4Address',
-  'destinationIPv4Address',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'flowStartReason',
-  'flowEndReason',
+const PROFILE_FIELDS = profileFields(
+  4,
   'transferredOctetTotalCount',
   'receivedOctetTotalCount',
   'retransmittedPacketTotalCount',
   'meanLatencyMicroseconds',
   'stallCount',
-];
+);
 
 /** A profile encoder (no RFC 5610 type records, so every data record is a profile). */
 function encoder(): IpfixEncoder {
-  const enc = new IpfixEncoder({ observationDomainId: 9, typeRecords: false });
-  enc.defineTemplate(47561, PROFILE_FIELDS);
-  return enc;
+  return profileEncoder(PROFILE_FIELDS, 9);
 }
 
 /** Recent times: the default retention (30 days, on flowStartMilliseconds) must not delete them. */

@@ -13,6 +13,7 @@ import tls from 'node:tls';
 import { IpfixEncoder } from '../../ipfix/index.js';
 import { type CollectorProcess, type HostPort, withCollector } from '../helpers/collector-process.js';
 import { type KeyPair, makeSelfSigned, makeTestPki } from '../helpers/pki.js';
+import { profileFields } from '../helpers/profile-fields.js';
 import { requireTools } from '../helpers/tools.js';
 
 /** The test PKI plus a self-signed client certificate no CA vouches for. */
@@ -20,20 +21,12 @@ function makePki(dir: string): ReturnType<typeof makeTestPki> & { rogue: KeyPair
   return { ...makeTestPki(dir), rogue: makeSelfSigned(dir, 'rogue', 'kpiflow-agent') };
 }
 
-const PROFILE_FIELDS = [
-  'flowId',
-  'sourceIPv4Address',
-  'destinationIPv4Address',
-  'sourceTransportPort',
-  'destinationTransportPort',
-  'flowStartMilliseconds',
-  'flowEndMilliseconds',
-  'flowStartReason',
-  'flowEndReason',
+const PROFILE_FIELDS = profileFields(
+  4,
   'transferredOctetTotalCount',
   'receivedOctetTotalCount',
   'meanLatencyMicroseconds',
-];
+);
 
 /** IPFIX messages with `n` profiles whose flowIds start at `first`. */
 function profiles(first: number, n: number): Buffer[] {
