@@ -36,8 +36,19 @@ export function columnType(type: string): ColumnType {
 
 const TWO32 = 4_294_967_296;
 
-/** Writes a row's number cells from `num[base...]` at `o`; returns the new offset, or -1 for a bad row. */
-type NumberWriter = (num: Float64Array, base: number, dv: DataView, u8: Uint8Array, o: number) => number;
+/**
+ * Writes a row's number cells from `num[base...]` at `o` (64-bit values beyond 2^53 from `big`,
+ * by position in `num`, or null when the batch has none); returns the new offset, or -1 for a
+ * bad row.
+ */
+type NumberWriter = (
+  num: Float64Array,
+  base: number,
+  big: Map<number, bigint> | null,
+  dv: DataView,
+  u8: Uint8Array,
+  o: number,
+) => number;
 
 const writers = new Map<string, NumberWriter>();
 
@@ -50,7 +61,7 @@ function numberWriter(types: readonly ColumnType[]): NumberWriter {
   const key = types.map((c) => `${c.nullable ? 'N' : ''}${c.size}${c.signed ? 's' : 'u'}`).join();
   let w = writers.get(key);
   if (w) return w;
-  const body = ['let v, hi;'];
+  const body = ['let v, hi, b;'];
   for (const [j, c] of types.entries()) {
     const write =
       c.size === 1
@@ -60,15 +71,18 @@ function numberWriter(types: readonly ColumnType[]): NumberWriter {
           : c.size === 4
             ? 'dv.setUint32(o, v, true); o += 4;'
             : `hi = Math.floor(v / ${TWO32}); dv.setUint32(o, v - hi * ${TWO32}, true); dv.setUint32(o + 4, hi, true); o += 8;`;
+    // A 64-bit cell a double cannot hold exactly is NaN in `num` and its bigint is in `big`.
+    const wide =
+      c.size === 8
+        ? ` else if (big !== null && (b = big.get(base + ${j})) !== undefined && b >= 0n && b < ${c.signed ? 2n ** 63n : 2n ** 64n}n) { ${c.nullable ? 'u8[o++] = 0; ' : ''}dv.set${c.signed ? 'BigInt64' : 'BigUint64'}(o, b, true); o += 8; }`
+        : '';
     body.push(`v = num[base + ${j}];`);
     body.push(
-      c.nullable
-        ? `if (v >= 0 && v <= ${c.max}) { v = Math.round(v); u8[o++] = 0; ${write} } else u8[o++] = 1;`
-        : `if (v >= 0 && v <= ${c.max}) { v = Math.round(v); ${write} } else return -1;`,
+      `if (v >= 0 && v <= ${c.max}) { v = Math.round(v); ${c.nullable ? 'u8[o++] = 0; ' : ''}${write} }${wide} else ${c.nullable ? 'u8[o++] = 1;' : 'return -1;'}`,
     );
   }
   body.push('return o;');
-  w = new Function('num', 'base', 'dv', 'u8', 'o', body.join('\n')) as NumberWriter;
+  w = new Function('num', 'base', 'big', 'dv', 'u8', 'o', body.join('\n')) as NumberWriter;
   writers.set(key, w);
   return w;
 }
@@ -122,72 +136,25 @@ export function encodeRowBinary(
   let o = 0;
   let rows = 0;
   let invalid = 0;
-  const int64 = (v: number) => {
-    const hi = Math.floor(v / TWO32);
-    buf.writeUInt32LE(v - hi * TWO32, o);
-    buf.writeInt32LE(hi, o + 4);
-    o += 8;
-  };
-  const uint64 = (v: number) => {
-    const hi = Math.floor(v / TWO32);
-    buf.writeUInt32LE(v - hi * TWO32, o);
-    buf.writeUInt32LE(hi, o + 4);
-    o += 8;
-  };
-  const fast = p.bigPositions.length === 0 ? numberWriter(num) : null;
   const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  nextRow: for (let i = 0; i < p.n; i++) {
+  const writeNumbers = numberWriter(num);
+  for (let i = 0; i < p.n; i++) {
     const start = o;
-    int64(t(i));
-    uint64(id());
-    const base = i * w;
-    if (fast) {
-      // No 64-bit value beyond 2^53 in this batch: the compiled writer does every number cell.
-      o = fast(p.num, base, dv, buf, o);
-      if (o < 0) {
-        o = start;
-        invalid++;
-        continue;
-      }
-    } else
-      for (let j = 0; j < w; j++) {
-        const c = num[j]!;
-        let v = p.num[base + j]!;
-        let b: bigint | undefined;
-        if (Number.isNaN(v) && big.size) {
-          b = big.get(base + j);
-          if (b !== undefined && (b < 0n || b >= (c.signed ? 2n ** 63n : 2n ** 64n) || c.size !== 8))
-            b = undefined;
-        }
-        if (b === undefined) {
-          if (!(v >= 0 && v <= c.max)) v = Number.NaN;
-          else if (!Number.isInteger(v)) v = Math.round(v);
-        }
-        const missing = b === undefined && Number.isNaN(v);
-        if (c.nullable) {
-          buf[o++] = missing ? 1 : 0;
-          if (missing) continue;
-        } else if (missing) {
-          // A column that cannot be NULL (observation domain, template id, arrival time): the row is bad.
-          o = start;
-          invalid++;
-          continue nextRow;
-        }
-        if (b !== undefined) {
-          if (c.signed) buf.writeBigInt64LE(b, o);
-          else buf.writeBigUInt64LE(b, o);
-          o += 8;
-        } else if (c.size === 8) (c.signed ? int64 : uint64)(v);
-        else if (c.size === 4) {
-          buf.writeUInt32LE(v, o);
-          o += 4;
-        } else if (c.size === 2) {
-          buf.writeUInt16LE(v, o);
-          o += 2;
-        } else {
-          buf[o++] = v;
-        }
-      }
+    // t (Int64: -1 for a flow without a start time) and id (UInt64, below 2^53).
+    const ti = t(i);
+    const hi = Math.floor(ti / TWO32);
+    dv.setUint32(o, ti - hi * TWO32, true);
+    dv.setInt32(o + 4, hi, true);
+    const rid = id();
+    dv.setUint32(o + 8, rid % TWO32, true);
+    dv.setUint32(o + 12, Math.floor(rid / TWO32), true);
+    o = writeNumbers(p.num, i * w, big.size ? big : null, dv, buf, o + 16);
+    if (o < 0) {
+      // A column that cannot be NULL (observation domain, template id, arrival time): a bad row.
+      o = start;
+      invalid++;
+      continue;
+    }
     const tb = i * tw;
     for (let j = 0; j < tw; j++) {
       const d = p.textIdx[tb + j]!;
