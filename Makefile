@@ -3,13 +3,18 @@ SHELL := /bin/bash
 .DELETE_ON_ERROR:
 .DEFAULT_GOAL := build
 
-# Third-party peers the tests talk to: tshark, libfixbuf's ipfixDump, softflowd, nfdump (nfcapd), pmacct,
-# and python3-ipfix's copy of the IANA element registry.
-DEB_PACKAGES := tshark libfixbuf-tools softflowd nfdump pmacct python3-ipfix
+# Every tool a test requires (requireTools/hasTool) has its package here, and every package here is
+# used: test/packaging/make-packages.test.ts checks both, with dpkg as the judge of who ships what.
+# Third-party peers the tests talk to: tshark (and wireshark-common's mergecap), tcpdump, libfixbuf's
+# ipfixDump, softflowd, nfdump (nfcapd), pmacct, openssl (test certificates), curl, and
+# python3-ipfix's copy of the IANA element registry.
+DEB_PACKAGES := tshark wireshark-common tcpdump libfixbuf-tools softflowd nfdump pmacct openssl curl \
+	python3-ipfix
 # The kernel side: clang and bpftool build the CO-RE probes, libbpf (with libelf, zlib) links the
-# native addon, g++/make/python3 run node-gyp, nftables/iproute2 build the test hosts.
-DEB_PACKAGES += clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g++ make python3 \
-	iproute2 nftables clang-format
+# native addon, g++/make/python3 run node-gyp, nftables/iproute2/util-linux (nsenter, unshare,
+# setpriv) build the test hosts.
+DEB_PACKAGES += clang libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config g++ make python3 \
+	iproute2 nftables util-linux clang-format
 # The overhead benchmark's bulk workload (bench/agent-overhead.ts).
 DEB_PACKAGES += iperf3
 # Packaging checks (test/packaging): systemd-analyze verify on the units, systemd-nspawn to boot a
@@ -19,7 +24,7 @@ DEB_PACKAGES += systemd systemd-container docker-compose
 # Prometheus (Debian's) scrapes the collector in the dashboard test: every PromQL panel must return data.
 DEB_PACKAGES += prometheus
 # The ClickHouse store's tests and benchmark start Debian's clickhouse-server (18.16) on loopback.
-DEB_PACKAGES += clickhouse-server clickhouse-client
+DEB_PACKAGES += clickhouse-server
 STAMP := .make
 TS_SOURCES := $(shell find ipfix cli test bench agent collector native demo -name '*.ts' 2>/dev/null)
 
@@ -66,9 +71,23 @@ deps: $(STAMP)/deb node_modules/.package-lock.json
 
 build: dist/.built $(BPF_OBJS) $(NATIVE_ADDON)
 
+# Supported Node.js: 22 and 24 (20, end-of-life since April 2026, still works). The whole suite runs
+# on the machine's node; the codec, collector, replay, CLI, agent pipeline and native addon tests
+# run again on Node.js 24 (official build from the npm registry, native modules built for it);
+# the live probe, demo and packaging tests once are enough. `make test-node NODE_VERSION=22.23.5`
+# runs the same subset on another version.
+NODE_VERSION ?= 24.22.3
+NODE_TESTS := dist/test/ipfix/ dist/test/collector/ dist/test/replay/ dist/test/cli/ dist/test/agent/ \
+	dist/test/native/ dist/test/demo/demo-replay '!dist/test/replay/live-capture'
+
 test: deps build
 	npx biome check .
 	node scripts/run-tests.mjs
+	scripts/test-on-node.sh $(NODE_VERSION) $(NODE_TESTS)
+
+.PHONY: test-node
+test-node: deps build
+	scripts/test-on-node.sh $(NODE_VERSION) $(NODE_TESTS)
 
 demo: deps build
 	node dist/cli/kpiflow.js demo
@@ -122,6 +141,8 @@ SUBST = sed -e 's|@bindir@|$(BINDIR)|g' -e 's|@sysconfdir@|$(SYSCONFDIR)|g' -e '
 .PHONY: install uninstall
 install: build
 	@test -n "$(NODE)" || { echo "kpiflow: node not found (set NODE=/path/to/node)" >&2; exit 1; }
+	@major=$$($(NODE) -p 'process.versions.node.split(".")[0]'); test "$$major" -ge 22 || \
+		echo "kpiflow: warning: $(NODE) is Node.js $$major, past its end of life; kpiflow supports 22 and 24" >&2
 	rm -rf $(DESTDIR)$(LIBDIR)
 	install -d $(DESTDIR)$(LIBDIR)/build/probes $(DESTDIR)$(LIBDIR)/native/build/Release \
 		$(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/kpiflow

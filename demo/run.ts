@@ -54,7 +54,32 @@ const DEST = {
 } as const;
 const FAR_DELAY_MS = 150;
 
-const out = (s: string) => process.stdout.write(`${s}\n`);
+const out = (s: string) => {
+  if (!process.stdout.destroyed) process.stdout.write(`${s}\n`);
+};
+const err = (s: string) => {
+  if (!process.stderr.destroyed) process.stderr.write(`${s}\n`);
+};
+
+/**
+ * The demo's output may go to a pipe whose reader is gone (`make demo | tee log` and Ctrl-C: tee
+ * dies first). A write then fails with EPIPE, which Node raises as an 'error' event on the stream;
+ * unhandled, it would end the process before the namespaces are removed. So write errors only
+ * stop further output, and cleanup goes on.
+ */
+function survivePipeErrors(): () => void {
+  const quiet = (stream: NodeJS.WriteStream) => () => {
+    stream.destroy();
+  };
+  const onOut = quiet(process.stdout);
+  const onErr = quiet(process.stderr);
+  process.stdout.on('error', onOut);
+  process.stderr.on('error', onErr);
+  return () => {
+    process.stdout.off('error', onOut);
+    process.stderr.off('error', onErr);
+  };
+}
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function sh(cmd: string, args: string[], input?: string): void {
@@ -92,8 +117,8 @@ class Stack {
     for (const u of this.undo.reverse()) {
       try {
         await u.fn();
-      } catch (err) {
-        process.stderr.write(`demo: cleaning up ${u.what}: ${(err as Error).message}\n`);
+      } catch (e) {
+        err(`demo: cleaning up ${u.what}: ${(e as Error).message}`);
       }
     }
     this.undo.length = 0;
@@ -102,12 +127,12 @@ class Stack {
 
 function start(cmd: string, args: string[], name: string): ChildProcess {
   const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
+  let tail = '';
   p.stderr!.on('data', (d: Buffer) => {
-    err = (err + d.toString()).slice(-4000);
+    tail = (tail + d.toString()).slice(-4000);
   });
   p.once('exit', (code, signal) => {
-    if (code && code !== 0) process.stderr.write(`demo: ${name} exited ${code ?? signal}: ${err.trim()}\n`);
+    if (code && code !== 0) err(`demo: ${name} exited ${code ?? signal}: ${tail.trim()}`);
   });
   return p;
 }
@@ -310,12 +335,14 @@ async function collectSummary(port: number, mode: 'live' | 'replay'): Promise<De
 export async function runDemo(opts: DemoOptions): Promise<number> {
   const stack = new Stack();
   let interrupted = false;
-  const onSignal = () => {
+  const onSignal = (signal: NodeJS.Signals) => {
     interrupted = true;
-    out('\ndemo: stopping (Ctrl-C) ...');
+    out(`\ndemo: stopping (${signal === 'SIGINT' ? 'Ctrl-C' : signal}) ...`);
   };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  // A closed terminal (SIGHUP) or a service manager (SIGTERM) stops it as Ctrl-C does.
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of signals) process.on(s, onSignal);
+  const restoreOutput = survivePipeErrors();
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'kpiflow-demo-'));
   if (!opts.dir) stack.add('temporary directory', () => rmSync(dir, { recursive: true, force: true }));
   try {
@@ -376,13 +403,14 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
       while (!interrupted) await sleep(200);
     }
     return interrupted ? 130 : 0;
-  } catch (err) {
-    process.stderr.write(`demo: ${(err as Error).message}\n`);
-    return 1;
+  } catch (e) {
+    err(`demo: ${(e as Error).message}`);
+    // Ctrl-C reaches the collector and the agent too: what failed after it is part of stopping.
+    return interrupted ? 130 : 1;
   } finally {
     await stack.unwind();
-    process.off('SIGINT', onSignal);
-    process.off('SIGTERM', onSignal);
+    for (const s of signals) process.off(s, onSignal);
+    restoreOutput();
   }
 }
 

@@ -1,4 +1,5 @@
-// Runs every compiled test file under dist/test with node's test runner (Node 20 has no glob support).
+// Runs the compiled test files under dist/test with node's test runner (Node 20 has no glob support):
+//   node scripts/run-tests.mjs [PART ...] [!PART ...]
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -13,9 +14,13 @@ function find(dir) {
   return out;
 }
 
-const only = process.argv.slice(2);
+// Arguments select test files by a part of their path; one starting with ! leaves files out.
+const args = process.argv.slice(2);
+const only = args.filter((a) => !a.startsWith('!'));
+const except = args.filter((a) => a.startsWith('!')).map((a) => a.slice(1));
 const files = find('dist/test')
   .filter((f) => only.length === 0 || only.some((o) => f.includes(o)))
+  .filter((f) => !except.some((o) => f.includes(o)))
   .sort();
 if (files.length === 0) {
   console.error('run-tests: no test files found under dist/test (did the build run?)');

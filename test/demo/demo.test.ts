@@ -7,7 +7,8 @@
  * - every panel of every dashboard under dashboards/ returns data: API panels (Infinity
  *   datasource) through the collector with Grafana's variables filled in, PromQL panels through
  *   Prometheus;
- * - Ctrl-C stops it and removes its namespaces.
+ * - Ctrl-C stops it and removes its namespaces, also when its output pipe is gone (and SIGHUP,
+ *   SIGTERM); a demo killed outright leaves namespaces that the next demo replaces and removes.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -231,5 +232,92 @@ describe('kpiflow demo', () => {
     assert.equal(await exited, 130, `exit code after Ctrl-C; stderr: ${stderr}`);
     const left = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
     assert.doesNotMatch(left, /kfdemo-/, 'namespaces removed');
+  });
+});
+
+/** The demo's namespaces left on this machine. */
+function demoNamespaces(): string[] {
+  const list = spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout;
+  return list.split('\n').filter((l) => l.startsWith('kfdemo-'));
+}
+
+/**
+ * Starts a live demo in its own process group (as a shell job: a terminal's Ctrl-C or hang-up
+ * reaches the whole group) with its output on pipes; resolves once its namespaces exist.
+ */
+async function startDemo(
+  seconds: number,
+  extra: string[] = [],
+): Promise<{
+  proc: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  output: () => string;
+}> {
+  const port = await freePort();
+  const proc = spawn(
+    process.execPath,
+    [CLI, 'demo', '--seconds', String(seconds), '--api-port', String(port), ...extra],
+    { stdio: ['ignore', 'pipe', 'pipe'], detached: true },
+  );
+  let text = '';
+  proc.stdout!.on('data', (b: Buffer) => {
+    text += b.toString();
+  });
+  proc.stderr!.on('data', (b: Buffer) => {
+    text += b.toString();
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.once('exit', (code, signal) => r({ code, signal })),
+  );
+  for (let i = 0; demoNamespaces().length < 2; i++) {
+    if (proc.exitCode !== null) throw new Error(`demo exited ${proc.exitCode}: ${text}`);
+    if (i > 600) throw new Error(`no demo namespaces after 60 s: ${text}`);
+    await sleep(100);
+  }
+  // The agent is attached and the traffic runs 2.5 s after the namespaces exist (demo/run.ts).
+  await sleep(3500);
+  return { proc, exited, output: () => text };
+}
+
+describe('kpiflow demo cleans up whatever happens to it', () => {
+  it('a signal to its process group while its output pipe is gone (make demo | tee, then Ctrl-C or a closed terminal) still removes the namespaces', async (t) => {
+    if (!requireRoot(t) || !requireTools(t, 'python3', 'nft')) return;
+    for (const signal of ['SIGINT', 'SIGHUP', 'SIGTERM'] as const) {
+      const d = await startDemo(60);
+      try {
+        // The reader of its output dies first, as tee does on Ctrl-C: every later write is EPIPE.
+        d.proc.stdout!.destroy();
+        d.proc.stderr!.destroy();
+        process.kill(-d.proc.pid!, signal);
+        const exit = await d.exited;
+        assert.equal(exit.code, 130, `${signal}: exit ${JSON.stringify(exit)}; output: ${d.output()}`);
+        assert.deepEqual(demoNamespaces(), [], `${signal}: namespaces removed`);
+      } finally {
+        if (d.proc.exitCode === null) process.kill(-d.proc.pid!, 'SIGKILL');
+        await d.exited;
+      }
+    }
+  });
+
+  it('after a demo killed outright (SIGKILL: namespaces left behind), the next demo runs and cleans up', async (t) => {
+    if (!requireRoot(t) || !requireTools(t, 'python3', 'nft')) return;
+    const crashed = await startDemo(60);
+    process.kill(-crashed.proc.pid!, 'SIGKILL');
+    await crashed.exited;
+    assert.equal(demoNamespaces().length, 2, 'the crashed demo left its namespaces');
+    const dir = mkdtempSync(join(tmpdir(), 'kpiflow-demo-again-'));
+    try {
+      const summaryFile = join(dir, 'summary.json');
+      const again = await startDemo(3, ['--exit', '--summary-json', summaryFile]);
+      const exit = await again.exited;
+      assert.equal(exit.code, 0, again.output());
+      const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as DemoSummary;
+      assert.equal(summary.mode, 'live');
+      assert.ok(summary.profiles > 0, 'the second demo stored profiles');
+      assert.deepEqual(demoNamespaces(), [], 'and removed its namespaces');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      for (const n of demoNamespaces()) spawnSync('ip', ['netns', 'del', n]);
+    }
   });
 });

@@ -327,11 +327,38 @@ export async function withCollector<T>(
   }
 }
 
-/** Sends each message as one UDP datagram from a fresh socket (one exporter); returns its port. */
-export async function sendUdp(target: HostPort, messages: readonly Uint8Array[]): Promise<number> {
-  const sock = dgram.createSocket('udp4');
+/** Source ports `sendUdp` has sent from in this process: each call must be a new exporter. */
+const usedUdpPorts = new Set<number>();
+
+/** A UDP socket bound on 127.0.0.1 to an ephemeral port no earlier `sendUdp` call of this process used. */
+async function freshUdpSocket(): Promise<dgram.Socket> {
+  // The kernel picks ephemeral UDP ports at random, so two calls can get the same one (about one
+  // chance in 28,000 a pair): the collector would then see the same exporter twice, and a test
+  // waiting for "the exporter of port P has 1 record" would read the earlier call's record.
+  const rejected: dgram.Socket[] = [];
   try {
-    await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+    for (;;) {
+      const sock = dgram.createSocket('udp4');
+      await new Promise<void>((r) => sock.bind(0, '127.0.0.1', r));
+      const port = sock.address().port;
+      if (!usedUdpPorts.has(port)) {
+        usedUdpPorts.add(port);
+        return sock;
+      }
+      rejected.push(sock); // held open until a new port comes, so the kernel cannot pick it again
+    }
+  } finally {
+    for (const s of rejected) s.close();
+  }
+}
+
+/**
+ * Sends each message as one UDP datagram from a fresh socket (one exporter, on a source port no
+ * earlier call used); returns its port.
+ */
+export async function sendUdp(target: HostPort, messages: readonly Uint8Array[]): Promise<number> {
+  const sock = await freshUdpSocket();
+  try {
     for (const m of messages)
       await new Promise<void>((res, rej) =>
         sock.send(m, target.port, target.host, (err) => (err ? rej(err) : res())),
