@@ -65,21 +65,14 @@ const err = (s: string) => {
  * The demo's output may go to a pipe whose reader is gone (`make demo | tee log` and Ctrl-C: tee
  * dies first). A write then fails with EPIPE, which Node raises as an 'error' event on the stream;
  * unhandled, it would end the process before the namespaces are removed. So write errors only
- * stop further output, and cleanup goes on.
+ * stop further output, and cleanup goes on. The listeners stay for the life of the process: an
+ * error of an earlier write can be raised after the demo returned.
  */
-function survivePipeErrors(): () => void {
-  const quiet = (stream: NodeJS.WriteStream) => () => {
-    stream.destroy();
-  };
-  const onOut = quiet(process.stdout);
-  const onErr = quiet(process.stderr);
-  process.stdout.on('error', onOut);
-  process.stderr.on('error', onErr);
-  return () => {
-    process.stdout.off('error', onOut);
-    process.stderr.off('error', onErr);
-  };
+function survivePipeErrors(): void {
+  for (const stream of [process.stdout, process.stderr])
+    if (stream.listenerCount('error') === 0) stream.on('error', () => stream.destroy());
 }
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 function sh(cmd: string, args: string[], input?: string): void {
@@ -342,7 +335,7 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   // A closed terminal (SIGHUP) or a service manager (SIGTERM) stops it as Ctrl-C does.
   const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
   for (const s of signals) process.on(s, onSignal);
-  const restoreOutput = survivePipeErrors();
+  survivePipeErrors();
   const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'kpiflow-demo-'));
   if (!opts.dir) stack.add('temporary directory', () => rmSync(dir, { recursive: true, force: true }));
   try {
@@ -410,7 +403,6 @@ export async function runDemo(opts: DemoOptions): Promise<number> {
   } finally {
     await stack.unwind();
     for (const s of signals) process.off(s, onSignal);
-    restoreOutput();
   }
 }
 

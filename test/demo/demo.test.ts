@@ -289,7 +289,8 @@ describe('kpiflow demo cleans up whatever happens to it', () => {
         d.proc.stdout!.destroy();
         d.proc.stderr!.destroy();
         process.kill(-d.proc.pid!, signal);
-        const exit = await d.exited;
+        const exit = await Promise.race([d.exited, sleep(60_000).then(() => null)]);
+        assert.ok(exit, `${signal}: the demo did not stop in 60 s`);
         assert.equal(exit.code, 130, `${signal}: exit ${JSON.stringify(exit)}; output: ${d.output()}`);
         assert.deepEqual(demoNamespaces(), [], `${signal}: namespaces removed`);
       } finally {
