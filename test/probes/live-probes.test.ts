@@ -224,14 +224,23 @@ describe('live probes', { concurrency: false }, () => {
     let cli: ReturnType<typeof startPeer> | null = null;
     try {
       await srv.phase('listening');
-      // The first SYN is lost; the retransmission a second later gets through.
+      // The first SYN is lost; the retransmission a second later gets through. The rule goes
+      // once it has dropped a packet (its counter says so), not after a fixed time: a client slow
+      // to start under load would otherwise send its first SYN after the rule was gone.
       server.exec(
         'nft',
         ['-f', '-'],
-        `table inet kfsyn {\n chain in {\n  type filter hook input priority 0;\n  tcp dport ${port} drop\n }\n}\n`,
+        `table inet kfsyn {\n chain in {\n  type filter hook input priority 0;\n  tcp dport ${port} counter drop\n }\n}\n`,
       );
       cli = startPeer(client, ['client', server.ipv4, port, 1000, 1000]);
-      await new Promise((r) => setTimeout(r, 400));
+      for (
+        let i = 0;
+        !/counter packets [1-9]/.test(server.exec('nft', ['list', 'table', 'inet', 'kfsyn']));
+        i++
+      ) {
+        assert.ok(i < 400, 'the first SYN reached the drop rule within 20 s');
+        await new Promise((r) => setTimeout(r, 50));
+      }
       server.exec('nft', ['delete', 'table', 'inet', 'kfsyn']);
       const done = await cli.phase('done');
       cli.release();
