@@ -43,7 +43,8 @@ got=$("$node_dir/bin/node" --version)
 rm -rf "$tree.tmp" && mkdir -p "$tree.tmp"
 git ls-files -z -co --exclude-standard | xargs -0 cp --parents -t "$tree.tmp"
 cp -a dist "$tree.tmp/"
-if [[ -f build/probes/kpiflow.bpf.o ]]; then mkdir -p "$tree.tmp/build/probes" && cp build/probes/kpiflow.bpf.o "$tree.tmp/build/probes/"; fi
+# The probes (and vmlinux.h, which the addon test compiles a bad program against).
+if [[ -d build/probes ]]; then mkdir -p "$tree.tmp/build" && cp -a build/probes "$tree.tmp/build/"; fi
 # node_modules and the addon build are kept from the last run when the lock file and the addon's
 # sources did not change (building better-sqlite3 from source takes a minute or two).
 if [[ -d $tree/node_modules ]] && cmp -s "$tree/package-lock.json" package-lock.json; then
