@@ -16,7 +16,13 @@ import {
   type Transition,
   tcpStateBefore,
 } from './fsm.js';
-import { type AncillaryCounters, EVENT_KIND, type ProbeEvent, type TcpCounters } from './probe-event.js';
+import {
+  type AncillaryCounters,
+  addressesSet,
+  EVENT_KIND,
+  type ProbeEvent,
+  type TcpCounters,
+} from './probe-event.js';
 
 /** Counters and ancillary state at one instant. */
 export interface Snapshot {
@@ -353,7 +359,7 @@ export class ConnectionTable {
     if (ev.kind === EVENT_KIND.resetSent || ev.kind === EVENT_KIND.resetReceived) c.resetSeen = true;
     trackSequence(c, ev);
     c.last = snap(ev, c);
-    if (c.localPort === 0 && ev.localPort !== 0) this.identify(c, ev);
+    this.identify(c, ev);
     if (c.mptcpSubflow && c.mptcpKey === 0n && ev.mptcp && ev.mptcp.key !== 0n) this.joinMptcp(c, ev);
     if (isTerminal(c.state)) return;
     if (c.state === STATE.DESYNC) {
@@ -521,14 +527,25 @@ export class ConnectionTable {
     c.flowId = this.mptcpFlowId(c.mptcpKey);
   }
 
+  /**
+   * Completes what the first event could not say of the connection's ends: its ports once an
+   * event carries them (the first had local port 0), its addresses once an event carries both
+   * set (the first had `::` or `0.0.0.0`, see `addressesSet`). What is known is never replaced:
+   * an event read after the kernel cleared an address (tcp_disconnect) keeps the profile's ends.
+   */
   private identify(c: Connection, ev: ProbeEvent): void {
-    c.netns = ev.netns;
-    c.ipVersion = ev.ipVersion;
-    c.localAddress = ev.localAddress;
-    c.remoteAddress = ev.remoteAddress;
-    c.localPort = ev.localPort;
-    c.remotePort = ev.remotePort;
-    c.wire = null;
+    if (c.localPort === 0 && ev.localPort !== 0) {
+      c.netns = ev.netns;
+      c.localPort = ev.localPort;
+      c.remotePort = ev.remotePort;
+      c.wire = null;
+    }
+    if (!addressesSet(c) && addressesSet(ev)) {
+      c.ipVersion = ev.ipVersion;
+      c.localAddress = ev.localAddress;
+      c.remoteAddress = ev.remoteAddress;
+      c.wire = null;
+    }
   }
 
   private evictOldest(): void {

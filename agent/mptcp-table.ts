@@ -12,7 +12,13 @@
  * BROKEN on MP_FASTCLOSE or resets, UNREACHABLE if it never established).
  */
 import { isTerminal, next, resumeState, STATE, type State, TCP_CA_OPEN, TCP_STATE } from './fsm.js';
-import { EVENT_KIND, type MptcpCounters, mptcpCounters, type ProbeEvent } from './probe-event.js';
+import {
+  addressesSet,
+  EVENT_KIND,
+  type MptcpCounters,
+  mptcpCounters,
+  type ProbeEvent,
+} from './probe-event.js';
 
 /** The connection-level counters at one instant, and the agent's sums over the subflows. */
 export interface MptcpSnapshot {
@@ -209,11 +215,17 @@ export class MptcpTable {
       c.windowStart = { ...c.windowStart, counters: mptcpCounters(ev) };
       c.last = c.windowStart;
     }
+    // The meta socket gets its ends from its initial subflow after that subflow's first events
+    // (mptcp_copy_inaddrs, addresses then ports): each part is taken from the events that carry
+    // it set, so a connection event read before or during the copy never replaces known ends.
     if (c.localPort === 0 || ev.localPort !== 0) {
-      c.localAddress = ev.localAddress;
-      c.remoteAddress = ev.remoteAddress;
       c.localPort = ev.localPort;
       c.remotePort = ev.remotePort;
+      c.wire = null;
+    }
+    if (addressesSet(ev) || !addressesSet(c)) {
+      c.localAddress = ev.localAddress;
+      c.remoteAddress = ev.remoteAddress;
       c.ipVersion = ev.ipVersion;
       c.wire = null;
     }

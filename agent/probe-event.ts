@@ -211,3 +211,19 @@ export interface ProbeEvent {
   /** MPTCP subflow events and `mptcp` events only. */
   mptcp?: MptcpIdentity;
 }
+
+/**
+ * True when both addresses of `x` are ones the kernel had set when the probe read them. The
+ * probes read a socket's addresses as they are at that instant, and some events come before the
+ * kernel sets them or after it cleared them: an MPTCP connection before its initial subflow's
+ * addresses are copied to it (`::`, or half copied while the copy runs on another CPU), a socket
+ * after tcp_disconnect reset its source (the first subflow of an MPTCP connection). An
+ * unspecified address (`::`, `0.0.0.0`) is never a connection's end.
+ */
+export function addressesSet(x: Pick<ProbeEvent, 'localAddress' | 'remoteAddress'>): boolean {
+  return !isUnspecified(x.localAddress) && !isUnspecified(x.remoteAddress);
+}
+
+function isUnspecified(a: string): boolean {
+  return a === '::' || a === '0.0.0.0';
+}

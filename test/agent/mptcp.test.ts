@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import {
   Agent,
+  addressBytes,
   EVENT_KIND,
   type Exporter,
   MemorySource,
@@ -268,6 +269,43 @@ describe('MPTCP connections and subflows through the agent', () => {
     b.source.push(...both(close(1n, TCP_STATE.SYN_SENT), { state: TCP_STATE.CLOSE }));
     assert.deepEqual(transitionsOf(b.profiles.filter((p) => p.templateId === META)), ['1>6']);
     await b.agent.close();
+  });
+
+  it('connection events read before or while the kernel copies the initial subflow’s ends to the connection (::, ports set or not) leave every profile’s addresses the kernel’s', async () => {
+    const ends = {
+      ipVersion: 6 as const,
+      localAddress: '2001:db8:4d50:5b::1',
+      remoteAddress: '2001:db8:4d50:5b::2',
+    };
+    const want = Buffer.from(addressBytes(ends.localAddress, 6)).toString('hex');
+    const wantPeer = Buffer.from(addressBytes(ends.remoteAddress, 6)).toString('hex');
+    // What the connection event can read: nothing copied yet, then the source still unset while
+    // the ports are (the copy runs on another CPU), then the destination still unset.
+    const reads = [
+      { localAddress: '::', remoteAddress: '::', localPort: 0, remotePort: 0 },
+      { localAddress: '::', remoteAddress: ends.remoteAddress, localPort: 40001, remotePort: 443 },
+      { localAddress: ends.localAddress, remoteAddress: '::', localPort: 40001, remotePort: 443 },
+    ];
+    for (const read of reads) {
+      const { agent, source, profiles } = await run();
+      source.push(sub(1n, EVENT_KIND.connect, { key: 0n, tcpState: TCP_STATE.SYN_SENT, ...ends }));
+      const est = sub(1n, EVENT_KIND.activeEstablished, { counters: { bytesAcked: 1 }, ...ends });
+      source.push(est, { ...meta(est, { state: TCP_STATE.ESTABLISHED }), ...ends, ...read });
+      const fin = close(1n, TCP_STATE.ESTABLISHED, { ...ends });
+      source.push(fin, { ...meta(fin, { state: TCP_STATE.CLOSE }), ...ends });
+      assert.equal(profiles.filter((p) => p.templateId === META).length, 2, JSON.stringify(read));
+      for (const p of profiles) {
+        const what = `${p.templateId} ${transitionsOf([p])} after a read of ${JSON.stringify(read)}`;
+        assert.equal(Buffer.from(p.record['sourceIPv6Address'] as Uint8Array).toString('hex'), want, what);
+        assert.equal(
+          Buffer.from(p.record['destinationIPv6Address'] as Uint8Array).toString('hex'),
+          wantPeer,
+          what,
+        );
+        assert.equal(p.record['sourceTransportPort'], 40001, what);
+      }
+      await agent.close();
+    }
   });
 
   it('MPTCP fields whose probes did not load are left out of the connection profiles, never sent as 0', async () => {

@@ -573,6 +573,41 @@ describe('address bytes', () => {
   });
 });
 
+describe('addresses the kernel had not set', () => {
+  const ENDS = {
+    4: { localAddress: '192.0.2.1', remoteAddress: '198.51.100.2' },
+    6: { localAddress: '2001:db8:4d50:5b::1', remoteAddress: '2001:db8:4d50:5b::2' },
+  } as const;
+  const FIELD = { localAddress: 'sourceIPv6Address', remoteAddress: 'destinationIPv6Address' } as const;
+  /** The events as read before the kernel set (or after it cleared) one address: unspecified. */
+  const unset = (evs: ProbeEvent[], side: 'localAddress' | 'remoteAddress' = 'localAddress') =>
+    evs.map((e) => ({ ...e, [side]: e.ipVersion === 6 ? '::' : '0.0.0.0' }));
+  const hex = (v: unknown) => Buffer.from(v as Uint8Array).toString('hex');
+
+  it('a first event with an unspecified address (ports set): every profile carries the address of the first event that has it', () => {
+    for (const ipVersion of [4, 6] as const) {
+      for (const side of ['localAddress', 'remoteAddress'] as const) {
+        const h = harness();
+        const s = new SyntheticSocket({ cookie: 30n, ipVersion, mptcpSubflow: true, ...ENDS[ipVersion] });
+        h.feed(unset(s.connect(), side), s.establish(5), s.transfer(100, 5000, 700).closeActive());
+        assert.ok(h.profiles.length >= 2);
+        const want = hex(addressBytes(ENDS[ipVersion][side], ipVersion));
+        for (const p of h.profiles)
+          assert.equal(hex(p.record[FIELD[side]]), want, `IPv${ipVersion}, ${side} unset at the connect`);
+      }
+    }
+  });
+
+  it('events read after the kernel cleared the source (tcp_disconnect) never replace a known address', () => {
+    const h = harness();
+    const s = new SyntheticSocket({ cookie: 31n, ipVersion: 6, ...ENDS[6] });
+    h.feed(s.connect(), s.establish(5), unset(s.rto(100)), unset(s.recover()), unset(s.closeActive()));
+    assert.ok(h.profiles.length >= 3);
+    const want = hex(addressBytes(ENDS[6].localAddress, 6));
+    for (const p of h.profiles) assert.equal(hex(p.record['sourceIPv6Address']), want);
+  });
+});
+
 describe('scans', () => {
   it('a complete scan drops the connections the kernel no longer has with a DESYNC profile, counted', () => {
     const h = harness();
