@@ -108,8 +108,14 @@ struct kf_msk_state {
 	__u64 ofo_seen[4];
 	/* Per subflow, data judged when it moves (0: none), see kf_mptcp_data_avail. */
 	__u64 ofo_pending[4];
-	/* ... and how many buffers it takes. */
+	/* ... how many buffers it takes, ... */
 	__u32 ofo_pending_run[4];
+	/* ... the subflow's copied_seq then (the data moved once it changed), ... */
+	__u32 ofo_pending_copied[4];
+	/* ... the subflow (an address, read only through probe reads), ... */
+	__u64 ofo_pending_ssk[4];
+	/* ... and the connection (likewise), whose ack_seq judges it. */
+	__u64 ofo_msk;
 };
 
 struct {
@@ -118,6 +124,21 @@ struct {
 	__type(key, __u64);
 	__type(value, struct kf_msk_state);
 } kf_msk SEC(".maps");
+
+/*
+ * The connections (kf_msk keys, 0: free) with data judged when it moves: every check of every
+ * subflow looks at them (kf_ofo_judge_all), as the check right after the move may name no socket.
+ * Judgements wait only while an application holds its socket: few at once. When full, a
+ * judgement is made at its connection's next check that names a socket.
+ */
+#define KF_OFO_WAIT 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, KF_OFO_WAIT);
+	__type(key, __u32);
+	__type(value, __u64);
+} kf_ofo_wait SEC(".maps");
 
 /*
  * The MPTCP connection a task last scheduled data for (mptcp_subflow_get_send), as an address:
@@ -811,6 +832,32 @@ int BPF_PROG(kf_receive_reset, struct sock *sk)
 	return 0;
 }
 
+/*
+ * An MPTCP subflow goes: a judgement still waiting for its data (never moved) is dropped, it
+ * must not read the freed socket (see kf_mptcp_data_avail).
+ */
+static __always_inline void kf_ofo_forget(const struct sock *ssk)
+{
+	const struct tcp_sock *tp = (const void *)ssk;
+	const struct mptcp_sock *msk;
+	struct kf_msk_state *ms;
+	__u64 key;
+	__u32 i;
+
+	if (!bpf_core_field_exists(tp->is_mptcp) || !BPF_CORE_READ_BITFIELD_PROBED(tp, is_mptcp))
+		return;
+	msk = kf_msk_of(ssk);
+	if (!msk)
+		return;
+	key = BPF_CORE_READ(msk, local_key);
+	ms = bpf_map_lookup_elem(&kf_msk, &key);
+	if (!ms)
+		return;
+	for (i = 0; i < 4; i++)
+		if (ms->ofo_pending_ssk[i] == (__u64)ssk)
+			ms->ofo_pending[i] = 0;
+}
+
 /* The last event of a socket, with its final counters. Storage is freed after this. */
 SEC("tp_btf/tcp_destroy_sock")
 int BPF_PROG(kf_destroy, struct sock *sk)
@@ -819,6 +866,7 @@ int BPF_PROG(kf_destroy, struct sock *sk)
 
 	if (!kf_netns_ok(sk))
 		return 0;
+	kf_ofo_forget(sk);
 	/* Only sockets that had an event: listeners and never-connected sockets have no storage. */
 	st = bpf_sk_storage_get(&kf_sk, sk, 0, 0);
 	if (!st)
@@ -1048,10 +1096,79 @@ static __always_inline __u32 kf_mapping_run(const struct sock *ssk, const struct
 }
 
 /*
+ * Makes the judgements of `ms` whose data moved (its subflow's copied_seq changed since): from
+ * the move to the kernel's next check of that subflow (the loop that moves a subflow's data ends
+ * only after one: the head of the next mapping, or an empty queue), ack_seq has passed the data
+ * unless it went out of order; the out-of-order queue is merged only after that loop. Returns
+ * whether a judgement still waits.
+ */
+static __always_inline bool kf_ofo_judge(struct kf_msk_state *ms)
+{
+	const struct mptcp_sock *msk = (const void *)ms->ofo_msk;
+	const struct tcp_sock *tp;
+	bool waiting = false;
+	__u64 dsn;
+	__u32 i;
+
+	for (i = 0; i < 4; i++) {
+		dsn = ms->ofo_pending[i];
+		if (!dsn)
+			continue;
+		tp = (const void *)ms->ofo_pending_ssk[i];
+		if (BPF_CORE_READ(tp, copied_seq) == ms->ofo_pending_copied[i]) {
+			waiting = true;
+			continue;
+		}
+		if ((__s64)(dsn - BPF_CORE_READ(msk, ack_seq)) > 0)
+			__sync_fetch_and_add(&ms->ofo_segs, ms->ofo_pending_run[i]);
+		ms->ofo_pending[i] = 0;
+	}
+	return waiting;
+}
+
+/* Every check: the judgements waiting on any connection (kf_ofo_wait) whose data moved. */
+static __always_inline void kf_ofo_judge_all(void)
+{
+	struct kf_msk_state *ms;
+	__u64 *key;
+	__u32 i;
+
+	for (i = 0; i < KF_OFO_WAIT; i++) {
+		key = bpf_map_lookup_elem(&kf_ofo_wait, &i);
+		if (!key || !*key)
+			continue;
+		ms = bpf_map_lookup_elem(&kf_msk, key);
+		if (!ms || !kf_ofo_judge(ms))
+			*key = 0;
+	}
+}
+
+/* Lists connection `key` in kf_ofo_wait, if not yet there and a place is free. */
+static __always_inline void kf_ofo_wait_add(__u64 key)
+{
+	__u32 i, free = KF_OFO_WAIT;
+	__u64 *k;
+
+	for (i = 0; i < KF_OFO_WAIT; i++) {
+		k = bpf_map_lookup_elem(&kf_ofo_wait, &i);
+		if (!k)
+			continue;
+		if (*k == key)
+			return;
+		if (!*k && free == KF_OFO_WAIT)
+			free = i;
+	}
+	k = bpf_map_lookup_elem(&kf_ofo_wait, &free);
+	if (k)
+		*k = key;
+}
+
+/*
  * A subflow has data for its connection (status 0, MAPPING_OK): skb is the head of its
  * receive queue. Its data sequence number (the mapping's, plus what the subflow already moved)
  * beyond the connection's ack_seq goes to the connection's out-of-order queue, as
  * __mptcp_move_skb decides; within the receive window, else it is dropped (NODSSWINDOW).
+ * Every check, whatever its status, first makes the judgements waiting for data that moved.
  */
 SEC("tp_btf/subflow_check_data_avail")
 int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
@@ -1064,6 +1181,7 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	__u64 dsn, ack, wnd, key;
 	__u32 copied, off, len, slot, run;
 
+	kf_ofo_judge_all();
 	if (status != 0 || !skb)
 		return 0;
 	ssk = BPF_CORE_READ(skb, sk);
@@ -1079,20 +1197,13 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	copied = BPF_CORE_READ(tp, copied_seq);
 	dsn = BPF_CORE_READ(sf, map_seq) +
 	      (__u32)(copied - BPF_CORE_READ(sf, ssn_offset) - BPF_CORE_READ(sf, map_subflow_seq));
-	ack = BPF_CORE_READ(msk, ack_seq);
 	slot = BPF_CORE_READ(sf, subflow_id) & 3;
 	key = BPF_CORE_READ(msk, local_key);
 	ms = bpf_map_lookup_elem(&kf_msk, &key);
-	/*
-	 * A judgement left pending (below) is made once the head moved on: right after the move,
-	 * in the loop that moves this subflow's data, ack_seq has passed it unless it went out of
-	 * order (the out-of-order queue is merged after that loop).
-	 */
-	if (ms && ms->ofo_pending[slot] && ms->ofo_pending[slot] != dsn) {
-		if ((__s64)(ms->ofo_pending[slot] - ack) > 0)
-			__sync_fetch_and_add(&ms->ofo_segs, ms->ofo_pending_run[slot]);
-		ms->ofo_pending[slot] = 0;
-	}
+	/* This connection's, in case kf_ofo_wait had no place for it. */
+	if (ms && kf_ofo_judge(ms))
+		kf_ofo_wait_add(key);
+	ack = BPF_CORE_READ(msk, ack_seq);
 	if ((__s64)(dsn - ack) <= 0)
 		return 0;
 	off = copied - BPF_CORE_READ((const struct tcp_skb_cb *)skb->cb, seq);
@@ -1110,12 +1221,17 @@ int BPF_PROG(kf_mptcp_data_avail, __u8 status, struct sk_buff *skb)
 	ms->ofo_seen[slot] = dsn;
 	/*
 	 * The application holds the connection's socket: the kernel moves this data when it
-	 * releases it, by then other subflows' data may have filled the gap. Judge it then.
+	 * releases it (or now, if this check is its own move's), by then other subflows' data may
+	 * have filled the gap. Judge it once it moved (kf_ofo_judge).
 	 */
 	run = kf_mapping_run(ssk, skb, sf);
 	if (BPF_CORE_READ(msk, sk.icsk_inet.sk.sk_lock.owned)) {
-		ms->ofo_pending[slot] = dsn;
+		ms->ofo_msk = (__u64)msk;
+		ms->ofo_pending_ssk[slot] = (__u64)ssk;
+		ms->ofo_pending_copied[slot] = copied;
 		ms->ofo_pending_run[slot] = run;
+		ms->ofo_pending[slot] = dsn;
+		kf_ofo_wait_add(key);
 		return 0;
 	}
 	__sync_fetch_and_add(&ms->ofo_segs, run);

@@ -163,6 +163,7 @@ describe('ProbeSpec', () => {
       'kf_events',
       'kf_iter_scratch',
       'kf_msk',
+      'kf_ofo_wait',
       'kf_scratch',
       'kf_sk',
       'kf_stats',
