@@ -82,10 +82,11 @@ NODE_TESTS := dist/test/ipfix/ dist/test/collector/ dist/test/replay/ dist/test/
 	dist/test/native/ dist/test/demo/demo-replay '!dist/test/replay/live-capture' \
 	'!dist/test/ipfix/interop-fixtures' '!dist/test/replay/fixtures-vs-tshark'
 
+# Both runs happen even when the first fails (one CI run shows every failure); either failing fails.
 test: deps build
 	npx biome check .
-	node scripts/run-tests.mjs
-	scripts/test-on-node.sh $(NODE_VERSION) $(NODE_TESTS)
+	node scripts/run-tests.mjs; first=$$?; \
+		scripts/test-on-node.sh $(NODE_VERSION) $(NODE_TESTS) && exit $$first
 
 .PHONY: test-node
 test-node: deps build
