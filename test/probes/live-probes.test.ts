@@ -266,7 +266,10 @@ describe('live probes', { concurrency: false }, () => {
 
   it('reports data received twice (ACKs lost, the sender resent) as duplicates, as many as the kernel counts', async (t) => {
     if (!requireRoot(t)) return;
-    const { a: client, b: server } = pair!;
+    // A pair of its own: TcpExtDelayedACKLost counts for the whole namespace, so it is this
+    // connection's count only where no earlier test's socket can still receive anything.
+    const own = createNetnsPair();
+    const { a: client, b: server } = own;
     const port = 5040;
     const total = 2 << 20;
     // Every duplicate then gets its duplicate ACK, and TcpExtDelayedACKLost counts each one.
@@ -306,6 +309,7 @@ describe('live probes', { concurrency: false }, () => {
       cli?.kill();
       srv.kill();
       spawnQuiet(client, ['nft', 'delete', 'table', 'inet', 'kfack']);
+      own.close();
     }
   });
 
