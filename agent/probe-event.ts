@@ -30,9 +30,10 @@ export const EVENT_KIND = {
    */
   congState: 7,
   /**
-   * Data received that was already acknowledged (kfree_skb TCP_OLD_DATA or TCP_OLD_SEQUENCE);
-   * arg0 = its length in sequence space (end_seq - seq: payload, plus 1 for a SYN or FIN it
-   * carries), also in `ancillary.dupOctets`.
+   * Data received that was already acknowledged (kfree_skb TCP_OLD_DATA, TCP_OLD_SEQUENCE, or
+   * the already-received head of a TCP_INVALID_END_SEQUENCE or TCP_RFC7323_PAWS drop); arg0 =
+   * its length in sequence space (end_seq - seq: payload, plus 1 for a SYN or FIN it carries;
+   * the head's length for those two), also in `ancillary.dupOctets`.
    */
   duplicate: 8,
   /** Segment with a bad checksum (tcp_bad_csum), when it can be tied to a socket. */

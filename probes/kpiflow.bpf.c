@@ -767,9 +767,13 @@ int BPF_PROG(kf_cong_state, struct sock *sk, __u8 ca_state)
 
 /*
  * Drops with a reason. Data the receiver already had (the peer retransmitted it spuriously) is
- * the "duplicate" KPI: TCP_OLD_DATA when it reached the receive queue, TCP_OLD_SEQUENCE when it
- * lies wholly before the last advertised window edge and the sequence check drops it first.
- * TCP_CSUM ties a bad checksum to its socket. rx_sk (6.11+) names the socket.
+ * the "duplicate" KPI, as the kernel's TcpExtDelayedACKLost counts it: TCP_OLD_DATA when it
+ * reached the receive queue, TCP_OLD_SEQUENCE when it lies wholly before the last advertised
+ * window edge and the sequence check drops it first; and a segment that starts with data already
+ * received but is dropped for another reason the kernel answers with a duplicate ACK: its end
+ * lies beyond the window while data waits to be read (TCP_INVALID_END_SEQUENCE, 6.18+), or PAWS
+ * refused it (TCP_RFC7323_PAWS). Those count their already-received part only. TCP_CSUM ties a
+ * bad checksum to its socket. rx_sk (6.11+) names the socket.
  */
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
@@ -777,11 +781,14 @@ int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 {
 	const struct tcp_skb_cb *tcb = (const void *)skb->cb;
 	struct kf_sk_state *st;
-	__u32 len;
+	__u32 len, seq, old;
+	bool head_only;
 
+	head_only = (int)reason == KF_DROP_REASON(SKB_DROP_REASON_TCP_INVALID_END_SEQUENCE) ||
+		    (int)reason == KF_DROP_REASON(SKB_DROP_REASON_TCP_RFC7323_PAWS);
 	if ((int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_OLD_DATA) &&
 	    (int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_OLD_SEQUENCE) &&
-	    (int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_CSUM))
+	    (int)reason != KF_DROP_REASON(SKB_DROP_REASON_TCP_CSUM) && !head_only)
 		return 0;
 	if (!kf_tcp_fullsock(rx_sk) || !kf_netns_ok(rx_sk))
 		return 0;
@@ -793,9 +800,18 @@ int BPF_PROG(kf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_re
 		return 0;
 	}
 	/* Sequence space covered: the payload (a FIN counts one). Pure ACKs carry no data. */
-	len = BPF_CORE_READ(tcb, end_seq) - BPF_CORE_READ(tcb, seq);
+	seq = BPF_CORE_READ(tcb, seq);
+	len = BPF_CORE_READ(tcb, end_seq) - seq;
 	if (!len)
 		return 0;
+	/* Dropped whole, but only the part before rcv_nxt was received already (if any). */
+	if (head_only) {
+		old = BPF_CORE_READ((const struct tcp_sock *)rx_sk, rcv_nxt) - seq;
+		if ((__s32)old <= 0)
+			return 0;
+		if (old < len)
+			len = old;
+	}
 	st = kf_state_of(rx_sk);
 	if (st) {
 		__sync_fetch_and_add(&st->anc.dup_packets, 1);

@@ -275,6 +275,13 @@ describe('live probes', { concurrency: false }, () => {
     // Every duplicate then gets its duplicate ACK, and TcpExtDelayedACKLost counts each one.
     server.exec('sysctl', ['-qw', 'net.ipv4.tcp_invalid_ratelimit=0']);
     const before = nstat(server, 'TcpExtDelayedACKLost');
+    const WHY = [
+      'TcpExtBeyondWindow',
+      'TcpExtPAWSEstab',
+      'TcpExtTCPACKSkippedSeq',
+      'TcpExtTCPZeroWindowDrop',
+    ];
+    const whyBefore = WHY.map((n) => nstat(server, n));
     const srv = startPeer(server, ['server', server.ipv4, port, total, 1]);
     let cli: ReturnType<typeof startPeer> | null = null;
     try {
@@ -304,7 +311,8 @@ describe('live probes', { concurrency: false }, () => {
         last.ancillary.dupOctets,
         dups.reduce((n, e) => n + e.arg0, 0),
       );
-      assert.equal(last.ancillary.dupPackets, nstat(server, 'TcpExtDelayedACKLost') - before);
+      const why = WHY.map((n, i) => `${n} +${nstat(server, n) - whyBefore[i]!}`).join(', ');
+      assert.equal(last.ancillary.dupPackets, nstat(server, 'TcpExtDelayedACKLost') - before, why);
     } finally {
       cli?.kill();
       srv.kill();
