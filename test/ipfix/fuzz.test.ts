@@ -552,16 +552,18 @@ describe('IPFIX fuzz regressions', () => {
       .sort()
       .map((f) => join(dir, f));
 
-  /** Replays one saved input: no throw, typed errors, no amplification, at least 1 MB/s. */
+  /** Replays one saved input: no throw, typed errors, no amplification, no blow-up in time. */
   async function replayFile(path: string): Promise<void> {
     const bytes = readFileSync(path);
     const r = await replay(bytes);
-    // A guard against the blow-ups these inputs once caused (seconds, gigabytes), not a speed
-    // target (bench/ has those): CPU time, so a machine busy with other work does not fail it.
-    const bound = 200 + bytes.length / 1000;
+    // A guard against the blow-ups these inputs once caused (24 s, 1.8 s: README.md beside them),
+    // not a speed target (bench/ has those): 1 s plus 1 ms per KB of wall time is 3x the slowest
+    // normal replay seen on a loaded 2-core machine (340 ms), and far below either blow-up. CPU
+    // time is no better measure: GC threads make it exceed wall time after the fuzz cases above.
+    const bound = 1000 + bytes.length / 1000;
     assert.ok(
-      r.cpuMs <= bound,
-      `${r.cpuMs.toFixed(0)} ms of CPU (${r.ms.toFixed(0)} ms wall) for ${bytes.length} bytes (bound ${bound.toFixed(0)} ms)`,
+      r.ms <= bound,
+      `${r.ms.toFixed(0)} ms for ${bytes.length} bytes (bound ${bound.toFixed(0)} ms)`,
     );
     count('regressions');
   }
@@ -571,7 +573,7 @@ describe('IPFIX fuzz regressions', () => {
   });
 
   for (const path of list(REGRESSIONS_DIR)) {
-    it(`replays ${path.slice(REGRESSIONS_DIR.length)}: no throw, typed errors, no amplification, >= 1 MB/s`, () =>
+    it(`replays ${path.slice(REGRESSIONS_DIR.length)}: no throw, typed errors, no amplification, no blow-up in time`, () =>
       replayFile(path));
   }
 });
