@@ -11,10 +11,11 @@
  *   a timer that fires just as an ACK arrives can go either way, and a tail-loss probe followed
  *   by an RTO can look like one RTO or two).
  * - Receiver capture, local = the receiver (--local-net): bytes_received (FIN included) and
- *   data_segs_in must equal the receiver's TCP_INFO exactly, and so must rcv_ooopack: both peers
- *   run on one CPU, so every packet reaches the receiver's capture tap and its TCP in the same
- *   order (on two CPUs the veth hops run in either CPU's softirq, the two orders can differ, and
- *   an arrival is then out of order for one and not for the other: a few in a hundred).
+ *   data_segs_in must equal the receiver's TCP_INFO exactly, and rcv_ooopack within 1: both
+ *   peers run on one CPU, so packets mostly reach the receiver's capture tap and its TCP in the
+ *   same order (on two CPUs the veth hops run in either CPU's softirq, the two orders can differ,
+ *   and an arrival is then out of order for one and not for the other: a few in a hundred;
+ *   pinned, the forwarding and resend timers can still run elsewhere: 1 seen once in 7 runs).
  *
  * A local drop (nftables output hook, a qdisc) would not do: TCP sees the error and sends the
  * segment again as if new, so nothing is lost. Segmentation offload would hand the taps 64 KB
@@ -292,11 +293,15 @@ describe('pcap replay of live impaired transfers agrees with the kernel and with
       `# live receiver: kernel ${JSON.stringify(kr)}\n# live receiver: ours ${JSON.stringify(i)}\n`,
     );
     assert.ok(kr['rcv_ooopack']! > 0, 'no out-of-order arrival');
-    assert.equal(i.oooPkts, kr['rcv_ooopack'], 'rcv_ooopack');
+    // Within 1: only the peers are pinned to one CPU; the router's forwarding and the timers
+    // that resend can still run in the other CPU's softirq, so an arrival can reach the capture
+    // tap and the receiver's TCP in different orders (70 vs 71 once in 7 runs of the suite).
+    const ooo = kr['rcv_ooopack']!;
+    assert.ok(Math.abs(i.oooPkts - ooo) <= 1, `rcv_ooopack ${ooo}, from the capture ${i.oooPkts}`);
     assert.equal(i.receivedSeq, kr['bytes_received'], 'bytes_received (FIN included)');
     assert.equal(i.dataSegs, kr['data_segs_in'], 'data_segs_in');
     const lastR = rr.events.filter((e) => e.cookie === cr.cookie).at(-1)!;
-    assert.equal(lastR.counters.rcvOoopack, kr['rcv_ooopack']);
+    assert.equal(lastR.counters.rcvOoopack, i.oooPkts, "the replayed events carry the summary's count");
     assertAgreesWithTshark('live, receiver capture', res.receiverCapture, rr);
   });
 });
