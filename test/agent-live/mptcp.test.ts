@@ -457,7 +457,14 @@ describe('kpiflow agent --source live, MPTCP over two paths, profiles read back 
         // was dark went to its out-of-order queue, as its namespace's MPTcpExtOFOQueue counted.
         const sp = await mptcpProfiles(stack().collector, server, port, 2);
         assert.ok(outOfOrder > 0, 'the server queued data out of order at connection level');
-        assert.equal(sum(sp.meta, 'reorderingPacketCount'), outOfOrder);
+        // Exact, or 1 below: this server reads while data arrives, and buffers that reach a
+        // subflow after the kernel checked it are moved unchecked (see the lossy-path test;
+        // 84 vs 85 once in 9 suite runs). Never above.
+        const agentOfo = sum(sp.meta, 'reorderingPacketCount');
+        assert.ok(
+          agentOfo <= outOfOrder && agentOfo >= outOfOrder - 1,
+          `agent ${agentOfo} vs MPTcpExtOFOQueue ${outOfOrder}: exact, or 1 below`,
+        );
         assert.equal(sum(cp.meta, 'reorderingPacketCount'), 0, 'the client received in order');
         process.stderr.write(
           `mptcp blackhole: reinjected ${bytesRetrans} B in ${reinjectedSegments} segments (MPTcpExt), ` +
